@@ -1,0 +1,48 @@
+# ironlb — see README.md. Every target builds what it needs itself.
+SHELL := /bin/bash
+GO ?= go
+CONTROLLER_GEN_VERSION := v0.23.0
+CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s
+
+lab: k8s-binaries build
+	$(GO) run ./lab
+
+lab-down:
+	-pkill -f '$(CURDIR)/bin/(controller|k8s/)'
+	rm -rf bin/lab
+
+.PHONY: lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+generate:
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./config/... crd:crdVersions=v1 output:crd:artifacts:config=charts/ironlb/crds
+
+k8s-binaries:
+	hack/k8s-binaries.sh
+
+vet:
+	$(GO) vet ./...
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# test: everything CI runs. Builds the Kubernetes test binaries first.
+test: k8s-binaries lint
+	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 20s ./ipam
+
+bench-ipam:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./ipam | tee bin/bench-ipam.txt
+
+bench-controller: k8s-binaries
+	$(GO) test -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000}
+
+clean:
+	rm -rf bin/

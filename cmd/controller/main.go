@@ -1,0 +1,102 @@
+// Command controller assigns EXTERNAL-IPs to LoadBalancer Services from
+// ironlb IPAddressPools. Run two replicas: one leads, the other waits.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/controller"
+)
+
+// version is stamped at build time (-ldflags -X main.version=...).
+var version = "dev"
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlb-controller:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		metricsAddr     = flag.String("metrics-bind-address", ":7472", "HTTPS metrics endpoint, authenticated and authorized through the API server (\"0\" disables)")
+		insecureMetrics = flag.Bool("metrics-insecure", false, "serve metrics over plain HTTP without authentication (only for local labs)")
+		probeAddr       = flag.String("health-probe-bind-address", ":7473", "address of /healthz and /readyz")
+		leaderElect     = flag.Bool("leader-elect", true, "elect one active replica")
+		leaderNS        = flag.String("leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default: the pod's namespace)")
+		defaultClass    = flag.Bool("default-class", true, "also handle LoadBalancer Services that set no spec.loadBalancerClass")
+		workers         = flag.Int("workers", 16, "Services reconciled concurrently")
+		qps             = flag.Float64("kube-api-qps", -1, "client-side QPS limit towards the API server (-1: none, rely on API Priority and Fairness)")
+		burst           = flag.Int("kube-api-burst", 0, "client-side burst towards the API server")
+	)
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1beta1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	controller.TuneRESTConfig(cfg)
+	cfg.QPS, cfg.Burst = float32(*qps), *burst
+	cfg.UserAgent = "ironlb-controller/" + version
+
+	metricsOpts := metricsserver.Options{BindAddress: *metricsAddr, SecureServing: !*insecureMetrics}
+	if !*insecureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	leaseDuration, renew, retry := 15*time.Second, 10*time.Second, 2*time.Second
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        *probeAddr,
+		LeaderElection:                *leaderElect,
+		LeaderElectionID:              "ironlb-controller",
+		LeaderElectionNamespace:       *leaderNS,
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renew,
+		RetryPeriod:                   &retry,
+	})
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	if _, err := controller.Setup(mgr, controller.Options{
+		Filter:   controller.ClassFilter{Default: *defaultClass},
+		Workers:  *workers,
+		Registry: metrics.Registry,
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("starting", "version", version, "defaultClass", *defaultClass, "workers", *workers)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,209 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/ironlb/ironlb/config"
+	"github.com/ironlb/ironlb/config/v1beta1"
+)
+
+// Options configure the controller.
+type Options struct {
+	Filter ClassFilter
+	// Workers is the number of Services reconciled at once. Writes to the
+	// API server are what takes time, so more workers keep more of them
+	// in flight while allocation stays serialised.
+	Workers int
+	// Registry receives the metrics; nil registers none.
+	Registry prometheus.Registerer
+	// PoolStatusDelay batches pool usage updates: under a burst of
+	// allocations a pool's status is written once per delay, not once per
+	// Service.
+	PoolStatusDelay time.Duration
+}
+
+// TuneRESTConfig makes a client config fit for the controller: it accepts
+// protobuf, which the API server sends for built-in kinds (the Service
+// watch is the bulk of what the controller decodes) and JSON for CRDs.
+// Request bodies stay JSON, since CRD objects cannot be encoded as
+// protobuf. No client-side rate limit: API Priority and Fairness is the
+// limit.
+func TuneRESTConfig(cfg *rest.Config) {
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	if cfg.QPS == 0 {
+		cfg.QPS = -1
+	}
+}
+
+// Setup adds the ironlb controllers to mgr and returns their shared State.
+func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = 16
+	}
+	if opts.PoolStatusDelay <= 0 {
+		opts.PoolStatusDelay = 500 * time.Millisecond
+	}
+	state := NewState()
+	metrics := NewMetrics(opts.Registry)
+	recorder := mgr.GetEventRecorder("ironlb-controller")
+
+	// Prime runs on the leader only (RunnableFunc needs leader election),
+	// and every reconciler waits for it.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if err := state.Prime(ctx, mgr.GetAPIReader(), opts.Filter); err != nil {
+			return fmt.Errorf("prime allocator from existing Services: %w", err)
+		}
+		ctrl.LoggerFrom(ctx).Info("allocator primed from existing Service statuses")
+		<-ctx.Done()
+		return nil
+	})); err != nil {
+		return nil, err
+	}
+
+	retry := make(chan event.GenericEvent, 1024)
+	poolsChanged := make(chan event.GenericEvent, 1024)
+	refresh := map[string]chan event.GenericEvent{}
+	kinds := map[string]func() client.Object{
+		config.KindPool:      func() client.Object { return &v1beta1.IPAddressPool{} },
+		config.KindL2Adv:     func() client.Object { return &v1beta1.L2Advertisement{} },
+		config.KindBGPPeer:   func() client.Object { return &v1beta1.BGPPeer{} },
+		config.KindBGPAdv:    func() client.Object { return &v1beta1.BGPAdvertisement{} },
+		config.KindBFD:       func() client.Object { return &v1beta1.BFDProfile{} },
+		config.KindCommunity: func() client.Object { return &v1beta1.Community{} },
+	}
+	for kind := range kinds {
+		refresh[kind] = make(chan event.GenericEvent, 1024)
+	}
+	fanout := make(chan event.GenericEvent, 1024)
+	go func() {
+		for ev := range fanout {
+			refresh[kindOf(ev.Object)] <- ev
+		}
+	}()
+
+	svcRec := &ServiceReconciler{
+		Client: mgr.GetClient(), State: state, Filter: opts.Filter, Recorder: recorder, Metrics: metrics,
+		Retry: retry, PoolsChanged: poolsChanged,
+	}
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named("service").
+		For(&corev1.Service{}, builder.WithPredicates(loadBalancerish())).
+		WatchesRawSource(source.Channel(retry, &handler.EnqueueRequestForObject{})).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			var out []reconcile.Request
+			for _, k := range state.PendingIn(o.GetName()) {
+				ns, name, _ := strings.Cut(k, "/")
+				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+			}
+			return out
+		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: opts.Workers}).
+		Complete(svcRec)
+	if err != nil {
+		return nil, fmt.Errorf("service controller: %w", err)
+	}
+
+	cfgRec := &ConfigReconciler{Reader: mgr.GetClient(), State: state, Retry: retry, Refresh: fanout}
+	toConfig := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "config"}}}
+	})
+	b := ctrl.NewControllerManagedBy(mgr).Named("config")
+	for _, newObj := range kinds {
+		b = b.Watches(newObj(), toConfig, builder.WithPredicates(configChanged()))
+	}
+	if err := b.Complete(cfgRec); err != nil {
+		return nil, fmt.Errorf("config controller: %w", err)
+	}
+
+	for kind, newObj := range kinds {
+		rec := &StatusReconciler{Client: mgr.GetClient(), State: state, Kind: kind, New: newObj, Recorder: recorder, Metrics: metrics}
+		sb := ctrl.NewControllerManagedBy(mgr).
+			Named(strings.ToLower(kind)+"-status").
+			For(newObj(), builder.WithPredicates(configChanged())).
+			WatchesRawSource(source.Channel(refresh[kind], &handler.EnqueueRequestForObject{}))
+		if kind == config.KindPool {
+			sb = sb.WatchesRawSource(source.Channel(poolsChanged, delayed(opts.PoolStatusDelay)))
+		}
+		if err := sb.Complete(rec); err != nil {
+			return nil, fmt.Errorf("%s status controller: %w", kind, err)
+		}
+	}
+	return state, nil
+}
+
+func kindOf(o client.Object) string {
+	switch o.(type) {
+	case *v1beta1.IPAddressPool:
+		return config.KindPool
+	case *v1beta1.L2Advertisement:
+		return config.KindL2Adv
+	case *v1beta1.BGPPeer:
+		return config.KindBGPPeer
+	case *v1beta1.BGPAdvertisement:
+		return config.KindBGPAdv
+	case *v1beta1.BFDProfile:
+		return config.KindBFD
+	default:
+		return config.KindCommunity
+	}
+}
+
+// delayed enqueues after d; the queue folds repeats of one key, so a burst
+// of usage changes becomes one status write.
+func delayed(d time.Duration) handler.EventHandler {
+	return handler.Funcs{
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Name: e.Object.GetName()}}, d)
+		},
+	}
+}
+
+// loadBalancerish passes events of Services that are, or were, of type
+// LoadBalancer; ClusterIP Services never cost a reconcile.
+func loadBalancerish() predicate.Predicate {
+	isLB := func(o client.Object) bool {
+		s, ok := o.(*corev1.Service)
+		return ok && (s.Spec.Type == corev1.ServiceTypeLoadBalancer || len(s.Status.LoadBalancer.Ingress) > 0 || s.Annotations[v1beta1.AnnotationAllocatedFrom] != "")
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return isLB(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return isLB(e.ObjectOld) || isLB(e.ObjectNew) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return isLB(e.Object) },
+		GenericFunc: func(event.GenericEvent) bool { return true },
+	}
+}
+
+// configChanged passes changes that can alter the parse: spec
+// (generation), labels (pool selectors), deletion and finalizers; status
+// writes, including our own, do not loop back.
+func configChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld, e.ObjectNew
+			return o.GetGeneration() != n.GetGeneration() ||
+				!maps.Equal(o.GetLabels(), n.GetLabels()) ||
+				(o.GetDeletionTimestamp() == nil) != (n.GetDeletionTimestamp() == nil) ||
+				len(o.GetFinalizers()) != len(n.GetFinalizers())
+		},
+	}
+}

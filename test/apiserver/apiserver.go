@@ -1,0 +1,143 @@
+// Package apiserver starts a real kube-apiserver and etcd for tests, with
+// the ironlb CRDs installed. The binaries are built from source by
+// `make k8s-binaries` into bin/k8s; nothing is downloaded at test time.
+package apiserver
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+)
+
+// Env is a running API server.
+type Env struct {
+	Config *rest.Config
+	Client client.Client
+	Scheme *runtime.Scheme
+	env    *envtest.Environment
+}
+
+// Root returns the repository root (the folder holding go.mod).
+func Root() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// BinDir returns where kube-apiserver and etcd are, failing with the make
+// target that provides them when they are missing.
+func BinDir() (string, error) {
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		root, err := Root()
+		if err != nil {
+			return "", err
+		}
+		dir = filepath.Join(root, "bin", "k8s")
+	}
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return "", fmt.Errorf("%s not found in %s: run `make k8s-binaries` (it builds kube-apiserver, etcd and kubectl from source)", b, dir)
+		}
+	}
+	return dir, nil
+}
+
+// Scheme returns a scheme with the built-in kinds and ironlb's.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := v1beta1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Start starts a control plane for one test and stops it when the test
+// ends. Service cluster IPs are dual-stack so dual-stack Services can be
+// created.
+func Start(t testing.TB) *Env {
+	t.Helper()
+	e, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			t.Logf("stop control plane: %v", err)
+		}
+	})
+	return e
+}
+
+// New starts a control plane; the caller must Stop it.
+func New() (*Env, error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	root, err := Root()
+	if err != nil {
+		return nil, err
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: bin,
+		CRDDirectoryPaths:     []string{filepath.Join(root, "charts", "ironlb", "crds")},
+		ErrorIfCRDPathMissing: true,
+	}
+	env.ControlPlane.GetAPIServer().Configure().
+		Set("service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112")
+	cfg, err := env.Start()
+	if err != nil {
+		// Start may fail after etcd and the API server are up (a CRD
+		// that does not install): stop them, or they outlive the test.
+		_ = env.Stop()
+		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", bin, err)
+	}
+	cfg.QPS, cfg.Burst = -1, 0
+	s := Scheme()
+	c, err := client.New(cfg, client.Options{Scheme: s})
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	return &Env{Config: cfg, Client: c, Scheme: s, env: env}, nil
+}
+
+// KubeConfig returns a kubeconfig for the admin user.
+func (e *Env) KubeConfig() []byte { return e.env.KubeConfig }
+
+// Stop stops the control plane.
+func (e *Env) Stop() error { return e.env.Stop() }
+
+// AddUser creates a user with the given groups and returns its config, for
+// RBAC tests.
+func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
+	u, err := e.env.ControlPlane.AddUser(envtestUser(name, groups), nil)
+	if err != nil {
+		return nil, err
+	}
+	return u.Config(), nil
+}
