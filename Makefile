@@ -29,6 +29,7 @@ k8s-binaries:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags bench ./test/bench/
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -42,7 +43,7 @@ bench-ipam:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./ipam | tee bin/bench-ipam.txt
 
 bench-controller: k8s-binaries
-	$(GO) test -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000}
+	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-report=$(CURDIR)/bin/bench-controller.txt
 
 clean:
 	rm -rf bin/

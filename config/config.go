@@ -7,6 +7,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"sort"
@@ -526,15 +527,15 @@ func parsePeers(items []v1beta1.BGPPeer, est map[string]bool, cfg *Config, ps *p
 			ok = false
 		}
 		p := &BGPPeer{
-			Name: name, MyASN: s.MyASN, PeerASN: s.PeerASN, Port: uint16(deref(s.PeerPort, 179)),
+			Name: name, MyASN: uint32(s.MyASN), PeerASN: uint32(s.PeerASN), Port: uint16(deref(s.PeerPort, 179)),
 			HoldTime: 90 * time.Second, ConnectTime: 10 * time.Second,
 			EBGPMultiHop: s.EBGPMultiHop, PasswordSecret: s.PasswordSecret, GracefulRestart: s.GracefulRestart,
 		}
-		if s.MyASN == 0 {
-			bad("spec.myASN", "must be 1..4294967295")
+		if s.MyASN < 1 || s.MyASN > math.MaxUint32 {
+			bad("spec.myASN", "%d is outside 1..4294967295", s.MyASN)
 		}
-		if s.PeerASN == 0 {
-			bad("spec.peerASN", "must be 1..4294967295")
+		if s.PeerASN < 1 || s.PeerASN > math.MaxUint32 {
+			bad("spec.peerASN", "%d is outside 1..4294967295", s.PeerASN)
 		}
 		if pp := deref(s.PeerPort, 179); pp < 1 || pp > 65535 {
 			bad("spec.peerPort", "%d is outside 1..65535", pp)
@@ -611,11 +612,18 @@ func parseBGPAdvs(items []v1beta1.BGPAdvertisement, est map[string]bool, cfg *Co
 			Name: name, Pools: pools,
 			AggregationLength:   int(deref(s.AggregationLength, 32)),
 			AggregationLengthV6: int(deref(s.AggregationLengthV6, 128)),
-			LocalPref:           s.LocalPref,
 		}
 		bad := func(field, reason, format string, args ...any) {
 			ps.add(true, KindBGPAdv, name, field, reason, format, args...)
 			ok = false
+		}
+		if lp := s.LocalPref; lp != nil {
+			if *lp < 0 || *lp > math.MaxUint32 {
+				bad("spec.localPref", v1beta1.ReasonInvalid, "%d is outside 0..4294967295", *lp)
+			} else {
+				v := uint32(*lp)
+				a.LocalPref = &v
+			}
 		}
 		if a.AggregationLength < 0 || a.AggregationLength > 32 {
 			bad("spec.aggregationLength", v1beta1.ReasonInvalid, "%d is outside 0..32", a.AggregationLength)

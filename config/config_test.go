@@ -130,8 +130,8 @@ func TestParseProblems(t *testing.T) {
 			objs: Objects{
 				Pools: []v1beta1.IPAddressPool{pool("p", 0, "198.18.0.0/24")},
 				BGPAdvertisements: []v1beta1.BGPAdvertisement{
-					{ObjectMeta: metav1.ObjectMeta{Name: "a", CreationTimestamp: metav1.NewTime(time.Unix(1, 0))}, Spec: v1beta1.BGPAdvertisementSpec{LocalPref: ptr[uint32](100)}},
-					{ObjectMeta: metav1.ObjectMeta{Name: "b", CreationTimestamp: metav1.NewTime(time.Unix(2, 0))}, Spec: v1beta1.BGPAdvertisementSpec{IPAddressPools: []v1beta1.PoolName{"p"}, LocalPref: ptr[uint32](200)}},
+					{ObjectMeta: metav1.ObjectMeta{Name: "a", CreationTimestamp: metav1.NewTime(time.Unix(1, 0))}, Spec: v1beta1.BGPAdvertisementSpec{LocalPref: ptr[int64](100)}},
+					{ObjectMeta: metav1.ObjectMeta{Name: "b", CreationTimestamp: metav1.NewTime(time.Unix(2, 0))}, Spec: v1beta1.BGPAdvertisementSpec{IPAddressPools: []v1beta1.PoolName{"p"}, LocalPref: ptr[int64](200)}},
 				},
 			},
 			kind: KindBGPAdv, obj: "b", field: "spec", reason: v1beta1.ReasonConflict, fatal: true, msgContains: `BGPAdvertisement "a"`,

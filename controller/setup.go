@@ -40,6 +40,9 @@ type Options struct {
 	// allocations a pool's status is written once per delay, not once per
 	// Service.
 	PoolStatusDelay time.Duration
+	// NormalEventsPerSecond limits routine (Normal) Events such as
+	// IPAllocated; Warnings are never limited. Default 10/s, burst 50.
+	NormalEventsPerSecond float64
 }
 
 // TuneRESTConfig makes a client config fit for the controller: it accepts
@@ -65,7 +68,10 @@ func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
 	}
 	state := NewState()
 	metrics := NewMetrics(opts.Registry)
-	recorder := mgr.GetEventRecorder("ironlb-controller")
+	if opts.NormalEventsPerSecond <= 0 {
+		opts.NormalEventsPerSecond = 10
+	}
+	recorder := newLimitedRecorder(mgr.GetEventRecorder("ironlb-controller"), opts.NormalEventsPerSecond, 50)
 
 	// Prime runs on the leader only (RunnableFunc needs leader election),
 	// and every reconciler waits for it.
@@ -107,7 +113,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
 	}
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("service").
-		For(&corev1.Service{}, builder.WithPredicates(loadBalancerish())).
+		For(&corev1.Service{}, builder.WithPredicates(loadBalancerish(opts.Filter))).
 		WatchesRawSource(source.Channel(retry, &handler.EnqueueRequestForObject{})).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			var out []reconcile.Request
@@ -178,17 +184,27 @@ func delayed(d time.Duration) handler.EventHandler {
 	}
 }
 
-// loadBalancerish passes events of Services that are, or were, of type
-// LoadBalancer; ClusterIP Services never cost a reconcile.
-func loadBalancerish() predicate.Predicate {
-	isLB := func(o client.Object) bool {
+// loadBalancerish passes events of Services that are ironlb's or carry
+// what ironlb wrote (so leaving ironlb's care is noticed). Other Services,
+// ClusterIP or another class (the class is immutable), never cost a
+// reconcile.
+func loadBalancerish(filter ClassFilter) predicate.Predicate {
+	relevant := func(o client.Object) bool {
 		s, ok := o.(*corev1.Service)
-		return ok && (s.Spec.Type == corev1.ServiceTypeLoadBalancer || len(s.Status.LoadBalancer.Ingress) > 0 || s.Annotations[v1beta1.AnnotationAllocatedFrom] != "")
+		if !ok {
+			return false
+		}
+		if filter.Manages(s) {
+			return true
+		}
+		_, ann := s.Annotations[v1beta1.AnnotationAllocatedFrom]
+		_, cond := findCondition(s.Status.Conditions, v1beta1.ServiceConditionIPAllocated)
+		return ann || cond
 	}
 	return predicate.Funcs{
-		CreateFunc:  func(e event.CreateEvent) bool { return isLB(e.Object) },
-		UpdateFunc:  func(e event.UpdateEvent) bool { return isLB(e.ObjectOld) || isLB(e.ObjectNew) },
-		DeleteFunc:  func(e event.DeleteEvent) bool { return isLB(e.Object) },
+		CreateFunc:  func(e event.CreateEvent) bool { return relevant(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return relevant(e.ObjectOld) || relevant(e.ObjectNew) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return relevant(e.Object) },
 		GenericFunc: func(event.GenericEvent) bool { return true },
 	}
 }

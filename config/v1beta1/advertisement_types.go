@@ -120,8 +120,10 @@ type BGPAdvertisementSpec struct {
 	// +optional
 	AggregationLengthV6 *int32 `json:"aggregationLengthV6,omitempty"`
 	// LocalPref is sent to iBGP peers only.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4294967295
 	// +optional
-	LocalPref *uint32 `json:"localPref,omitempty"`
+	LocalPref *int64 `json:"localPref,omitempty"`
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64

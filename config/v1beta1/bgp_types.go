@@ -33,11 +33,11 @@ type BGPPeerSpec struct {
 	// MyASN is the speaker's AS number.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=4294967295
-	MyASN uint32 `json:"myASN"`
+	MyASN int64 `json:"myASN"`
 	// PeerASN is the router's AS number; equal to myASN means iBGP.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=4294967295
-	PeerASN     uint32    `json:"peerASN"`
+	PeerASN     int64     `json:"peerASN"`
 	PeerAddress IPAddress `json:"peerAddress"`
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535

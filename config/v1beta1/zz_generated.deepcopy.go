@@ -210,7 +210,7 @@ func (in *BGPAdvertisementSpec) DeepCopyInto(out *BGPAdvertisementSpec) {
 	}
 	if in.LocalPref != nil {
 		in, out := &in.LocalPref, &out.LocalPref
-		*out = new(uint32)
+		*out = new(int64)
 		**out = **in
 	}
 	if in.Communities != nil {

@@ -1,0 +1,106 @@
+package v1beta1_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/test/apiserver"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// TestAdmission sends malformed objects to a real API server: every check
+// that needs only the object itself must be refused there, with a message
+// that names the field and the bad value.
+func TestAdmission(t *testing.T) {
+	env := apiserver.Start(t)
+	ctx := context.Background()
+	meta := func(n string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: n} }
+	peer := func(mut func(*v1beta1.BGPPeerSpec)) *v1beta1.BGPPeer {
+		p := &v1beta1.BGPPeer{ObjectMeta: meta("p"), Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, PeerAddress: "203.0.113.1"}}
+		mut(&p.Spec)
+		return p
+	}
+	pool := func(addrs ...v1beta1.AddressRange) *v1beta1.IPAddressPool {
+		return &v1beta1.IPAddressPool{ObjectMeta: meta("p"), Spec: v1beta1.IPAddressPoolSpec{Addresses: addrs}}
+	}
+	tests := []struct {
+		name string
+		obj  client.Object
+		want string // substring of the API server's error; "" = accepted
+	}{
+		{"pool ok", pool("198.18.0.0/24", "198.18.1.1-198.18.1.9", "2001:db8::/120"), ""},
+		{"pool empty", pool(), "spec.addresses"},
+		{"pool garbage", pool("banana"), "address banana is neither a CIDR"},
+		{"pool bad octet", pool("198.18.0.300/24"), "is neither a CIDR"},
+		{"pool host bits", pool("198.18.0.1/24"), "host bits set"},
+		{"pool mixed range", pool("198.18.0.1-2001:db8::1"), "range of one family"},
+		{"pool half range", pool("198.18.0.1-"), "is neither a CIDR"},
+		{"pool negative priority", &v1beta1.IPAddressPool{ObjectMeta: meta("p"), Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.0/24"}, ServiceAllocation: &v1beta1.ServiceAllocation{Priority: -1}}}, "spec.serviceAllocation.priority"},
+		{"peer ok", peer(func(*v1beta1.BGPPeerSpec) {}), ""},
+		{"peer zero ASN", peer(func(s *v1beta1.BGPPeerSpec) { s.MyASN = 0 }), "spec.myASN"},
+		{"peer bad address", peer(func(s *v1beta1.BGPPeerSpec) { s.PeerAddress = "router1" }), "address router1 is not an IP address"},
+		{"peer family mix", peer(func(s *v1beta1.BGPPeerSpec) { s.SourceAddress = "2001:db8::1" }), "same IP family"},
+		{"peer routerID v6", peer(func(s *v1beta1.BGPPeerSpec) { s.RouterID = "2001:db8::1" }), "must be an IPv4 address"},
+		{"peer port", peer(func(s *v1beta1.BGPPeerSpec) { s.PeerPort = ptr[int32](70000) }), "spec.peerPort"},
+		{"peer hold", peer(func(s *v1beta1.BGPPeerSpec) { s.HoldTime = &metav1.Duration{Duration: 2 * time.Second} }), "holdTime must be 0 or between 3s and 65535s"},
+		{"peer keepalive", peer(func(s *v1beta1.BGPPeerSpec) {
+			s.HoldTime = &metav1.Duration{Duration: 9 * time.Second}
+			s.KeepaliveTime = &metav1.Duration{Duration: 9 * time.Second}
+		}), "keepaliveTime must be shorter than holdTime"},
+		{"peer secret", peer(func(s *v1beta1.BGPPeerSpec) { s.PasswordSecret = &v1beta1.SecretKeyRef{Name: "s"} }), "spec.passwordSecret.namespace"},
+		{"adv ok", &v1beta1.BGPAdvertisement{ObjectMeta: meta("a"), Spec: v1beta1.BGPAdvertisementSpec{Communities: []v1beta1.CommunityValue{"65000:1", "large:1:2:3", "no-export"}}}, ""},
+		{"adv community", &v1beta1.BGPAdvertisement{ObjectMeta: meta("a"), Spec: v1beta1.BGPAdvertisementSpec{Communities: []v1beta1.CommunityValue{"65536:1"}}}, "community 65536:1 is not"},
+		{"adv large", &v1beta1.BGPAdvertisement{ObjectMeta: meta("a"), Spec: v1beta1.BGPAdvertisementSpec{Communities: []v1beta1.CommunityValue{"large:1:2"}}}, "community large:1:2 is not"},
+		{"adv aggregation", &v1beta1.BGPAdvertisement{ObjectMeta: meta("a"), Spec: v1beta1.BGPAdvertisementSpec{AggregationLength: ptr[int32](33)}}, "spec.aggregationLength"},
+		{"bfd interval", &v1beta1.BFDProfile{ObjectMeta: meta("b"), Spec: v1beta1.BFDProfileSpec{ReceiveInterval: ptr[int32](5)}}, "spec.receiveInterval"},
+		{"bfd multiplier", &v1beta1.BFDProfile{ObjectMeta: meta("b"), Spec: v1beta1.BFDProfileSpec{DetectMultiplier: ptr[int32](1)}}, "spec.detectMultiplier"},
+		{"community alias of alias", &v1beta1.Community{ObjectMeta: meta("c"), Spec: v1beta1.CommunitySpec{Communities: []v1beta1.CommunityAlias{{Name: "x", Value: "other"}}}}, "must be a standard"},
+		{"l2 interface", &v1beta1.L2Advertisement{ObjectMeta: meta("l"), Spec: v1beta1.L2AdvertisementSpec{Interfaces: []string{"eth0/1"}}}, "spec.interfaces[0]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := env.Client.Create(ctx, tt.obj)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("valid object refused: %v", err)
+				}
+				_ = env.Client.Delete(ctx, tt.obj)
+				return
+			}
+			if err == nil {
+				_ = env.Client.Delete(ctx, tt.obj)
+				t.Fatalf("accepted; want an error containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestDefaults checks the schema fills defaults a reader can rely on.
+func TestDefaults(t *testing.T) {
+	env := apiserver.Start(t)
+	ctx := context.Background()
+	p := &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "d"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.0/24"}}}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Spec.AutoAssign == nil || !*p.Spec.AutoAssign {
+		t.Fatalf("autoAssign default = %v", p.Spec.AutoAssign)
+	}
+	b := &v1beta1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "d"}}
+	if err := env.Client.Create(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if *b.Spec.ReceiveInterval != 300 || *b.Spec.TransmitInterval != 300 || *b.Spec.DetectMultiplier != 3 {
+		t.Fatalf("bfd defaults %+v", b.Spec)
+	}
+}
