@@ -17,6 +17,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/ipam"
@@ -267,33 +268,39 @@ func Parse(objs Objects) (*Config, []Problem) {
 		}
 	}
 	cfg.Valid = map[string]bool{}
-	objs.each(func(kind string, m *metav1.ObjectMeta) {
-		if k := kind + "/" + m.Name; !fatal[k] {
+	objs.Each(func(kind string, o Object) {
+		if k := kind + "/" + o.GetName(); !fatal[k] {
 			cfg.Valid[k] = true
 		}
 	})
 	return cfg, ps
 }
 
-// each calls fn with every object's kind and metadata.
-func (o *Objects) each(fn func(kind string, m *metav1.ObjectMeta)) {
+// Object is any ironlb configuration object.
+type Object interface {
+	metav1.Object
+	runtime.Object
+}
+
+// Each calls fn with every object and its kind.
+func (o *Objects) Each(fn func(kind string, obj Object)) {
 	for i := range o.Pools {
-		fn(KindPool, &o.Pools[i].ObjectMeta)
+		fn(KindPool, &o.Pools[i])
 	}
 	for i := range o.L2Advertisements {
-		fn(KindL2Adv, &o.L2Advertisements[i].ObjectMeta)
+		fn(KindL2Adv, &o.L2Advertisements[i])
 	}
 	for i := range o.BGPPeers {
-		fn(KindBGPPeer, &o.BGPPeers[i].ObjectMeta)
+		fn(KindBGPPeer, &o.BGPPeers[i])
 	}
 	for i := range o.BGPAdvertisements {
-		fn(KindBGPAdv, &o.BGPAdvertisements[i].ObjectMeta)
+		fn(KindBGPAdv, &o.BGPAdvertisements[i])
 	}
 	for i := range o.BFDProfiles {
-		fn(KindBFD, &o.BFDProfiles[i].ObjectMeta)
+		fn(KindBFD, &o.BFDProfiles[i])
 	}
 	for i := range o.Communities {
-		fn(KindCommunity, &o.Communities[i].ObjectMeta)
+		fn(KindCommunity, &o.Communities[i])
 	}
 }
 

@@ -63,24 +63,7 @@ func (r *ConfigReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 
 // eachObject calls fn for every object of objs with its kind.
 func eachObject(objs *config.Objects, fn func(kind string, o client.Object)) {
-	for i := range objs.Pools {
-		fn(config.KindPool, &objs.Pools[i])
-	}
-	for i := range objs.L2Advertisements {
-		fn(config.KindL2Adv, &objs.L2Advertisements[i])
-	}
-	for i := range objs.BGPPeers {
-		fn(config.KindBGPPeer, &objs.BGPPeers[i])
-	}
-	for i := range objs.BGPAdvertisements {
-		fn(config.KindBGPAdv, &objs.BGPAdvertisements[i])
-	}
-	for i := range objs.BFDProfiles {
-		fn(config.KindBFD, &objs.BFDProfiles[i])
-	}
-	for i := range objs.Communities {
-		fn(config.KindCommunity, &objs.Communities[i])
-	}
+	objs.Each(func(kind string, o config.Object) { fn(kind, o) })
 }
 
 // StatusReconciler publishes the Ready condition of one kind of

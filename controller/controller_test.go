@@ -415,8 +415,8 @@ func TestRestartMovesNothing(t *testing.T) {
 
 func TestLeaderElectionHandover(t *testing.T) {
 	h := newHarness(t)
-	stopA := h.startController(controllerOpts{leaderElect: true, identity: "a", filter: ClassFilter{Default: true}})
-	h.startController(controllerOpts{leaderElect: true, identity: "b", filter: ClassFilter{Default: true}})
+	stopA, electedA := h.startElected(controllerOpts{leaderElect: true, identity: "a", filter: ClassFilter{Default: true}})
+	stopB, electedB := h.startElected(controllerOpts{leaderElect: true, identity: "b", filter: ClassFilter{Default: true}})
 	h.create(h.pool("blue", "198.18.0.0/24"))
 	for i := range 5 {
 		h.create(h.svc(fmt.Sprintf("s%d", i), 80))
@@ -424,7 +424,24 @@ func TestLeaderElectionHandover(t *testing.T) {
 	for i := range 5 {
 		h.waitIPs(fmt.Sprintf("s%d", i), fmt.Sprintf("198.18.0.%d", i))
 	}
-	stopA() // either was leader; stopping a releases or changes nothing
+	// Stop whichever leads; the other must take over without moving
+	// anything, and hand the freed lowest address to the newcomer.
+	var standby <-chan struct{}
+	select {
+	case <-electedA:
+		stopA()
+		standby = electedB
+	case <-electedB:
+		stopB()
+		standby = electedA
+	case <-time.After(10 * time.Second):
+		t.Fatal("no leader")
+	}
+	select {
+	case <-standby:
+	case <-time.After(15 * time.Second):
+		t.Fatal("standby never became leader")
+	}
 	h.delete(h.get("s1"))
 	h.create(h.svc("new", 80))
 	h.waitIPs("new", "198.18.0.1")

@@ -59,6 +59,13 @@ type controllerOpts struct {
 // startController runs a manager with the ironlb controllers until the
 // returned stop function is called (or the test ends).
 func (h *harness) startController(o controllerOpts) (stop func()) {
+	stop, _ = h.startElected(o)
+	return stop
+}
+
+// startElected is startController that also returns the channel closed
+// when this manager becomes leader.
+func (h *harness) startElected(o controllerOpts) (stop func(), elected <-chan struct{}) {
 	h.t.Helper()
 	if o.identity == "" {
 		o.identity = fmt.Sprintf("c%d", h.n.Add(1))
@@ -103,7 +110,7 @@ func (h *harness) startController(o controllerOpts) (stop func()) {
 		}
 	}
 	h.t.Cleanup(stop)
-	return stop
+	return stop, mgr.Elected()
 }
 
 func (h *harness) create(obj client.Object) {

@@ -71,7 +71,9 @@ func TestServiceRequest(t *testing.T) {
 			}
 			return ""
 		}},
-		{name: "requested ips set families", svc: base(func(s *corev1.Service) { s.Annotations[v1beta1.AnnotationLoadBalancerIPs] = " 2001:db8::5 , 198.18.0.5" }), check: func(_ ipam.Service, r ipam.Request) string {
+		{name: "requested ips set families", svc: base(func(s *corev1.Service) {
+			s.Annotations[v1beta1.AnnotationLoadBalancerIPs] = " 2001:db8::5 , 198.18.0.5"
+		}), check: func(_ ipam.Service, r ipam.Request) string {
 			if len(r.IPs) != 2 || r.IPs[0] != netip.MustParseAddr("2001:db8::5") || r.Families[0] != ipam.FamilyV6 {
 				return "ips"
 			}

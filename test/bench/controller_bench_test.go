@@ -56,7 +56,7 @@ type phase struct {
 	// the writer's own share, without the create's queueing.
 	createdDone map[string]time.Time
 	seen        map[string]time.Time
-	mu      sync.Mutex
+	mu          sync.Mutex
 }
 
 func newPhase(name string) *phase {
