@@ -35,7 +35,8 @@ lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test: everything CI runs. Builds the Kubernetes test binaries first.
-test: k8s-binaries lint
+test: k8s-binaries lint build
+	$(GO) run ./lab -oneshot
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 20s ./ipam
 
