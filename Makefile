@@ -14,7 +14,7 @@ lab-down:
 	-pkill -f '$(CURDIR)/bin/(controller|k8s/)'
 	rm -rf bin/lab
 
-.PHONY: lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
+.PHONY: helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
 
 all: build
 
@@ -27,6 +27,9 @@ generate:
 k8s-binaries:
 	hack/k8s-binaries.sh
 
+helm:
+	hack/helm.sh
+
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags bench ./test/bench/
@@ -35,7 +38,7 @@ lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test: everything CI runs. Builds the Kubernetes test binaries first.
-test: k8s-binaries lint build
+test: k8s-binaries helm lint build
 	$(GO) run ./lab -oneshot
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 20s ./ipam
@@ -45,6 +48,10 @@ bench-ipam:
 
 bench-controller: k8s-binaries
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-report=$(CURDIR)/bin/bench-controller.txt
+
+IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
+image:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 clean:
 	rm -rf bin/

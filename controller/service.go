@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -134,18 +133,16 @@ func (r *ServiceReconciler) leave(ctx context.Context, svc *corev1.Service, key 
 	if len(held) == 0 && !hasCond && !hasAnn {
 		return nil
 	}
+	// One status write clears ingress, our condition and our annotation
+	// (metadata rides along in a Service status write).
+	obj := svc.DeepCopy()
 	if hasCond || len(held) > 0 {
-		patched := svc.DeepCopy()
-		patched.Status.LoadBalancer.Ingress = nil
-		meta.RemoveStatusCondition(&patched.Status.Conditions, v1beta1.ServiceConditionIPAllocated)
-		if err := r.Client.Status().Patch(ctx, patched, client.MergeFrom(svc)); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("clear status of service %s: %w", key, err)
-		}
+		obj.Status.LoadBalancer.Ingress = nil
 	}
-	if hasAnn {
-		if err := r.patchAnnotation(ctx, svc, ""); err != nil {
-			return err
-		}
+	meta.RemoveStatusCondition(&obj.Status.Conditions, v1beta1.ServiceConditionIPAllocated)
+	delete(obj.Annotations, v1beta1.AnnotationAllocatedFrom)
+	if err := r.Client.Status().Update(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("clear status of service %s: %w", key, err)
 	}
 	if len(held) > 0 {
 		r.Recorder.Eventf(svc, nil, corev1.EventTypeNormal, EventIPReleased, "Release", "Service is no longer of type LoadBalancer with class %s; released %s", v1beta1.LoadBalancerClass, ipsOf(held))
@@ -218,8 +215,10 @@ func (r *ServiceReconciler) writeStatus(ctx context.Context, svc *corev1.Service
 
 // patchStatus writes ingress, the IPAllocated condition and, when asked,
 // the pool annotation in ONE update of the status subresource: the Service
-// status strategy keeps metadata changes, and one write instead of two is
-// what keeps ironlb close to the API server's own limit under load. It is
+// status strategy keeps metadata changes, so one write instead of two keeps
+// ironlb close to the API server's own limit under load, and the
+// controller needs no write access to Services themselves (TestAssigns...
+// TestAssignsLowestFreeAndWritesStatus checks the annotation lands). It is
 // an update (PUT) with the cached resourceVersion rather than a patch: the
 // API server applies it without a read-modify-write of its own, and a
 // concurrent writer (a speaker's condition) makes it fail with a conflict
@@ -246,34 +245,6 @@ func (r *ServiceReconciler) patchStatus(ctx context.Context, svc *corev1.Service
 		return fmt.Errorf("write status of service %s/%s: %w", svc.Namespace, svc.Name, err)
 	}
 	r.Metrics.StatusWrite.Observe(time.Since(start).Seconds())
-	if annChanged && obj.Annotations[v1beta1.AnnotationAllocatedFrom] != pools {
-		// An API server that drops metadata from status writes: fall
-		// back to a second, metadata-only patch.
-		return r.patchAnnotation(ctx, obj, pools)
-	}
-	return nil
-}
-
-func annotationValue(pools string) any {
-	if pools == "" {
-		return nil // deletes the key
-	}
-	return pools
-}
-
-// patchAnnotation sets (or with "" removes) the pool annotation.
-func (r *ServiceReconciler) patchAnnotation(ctx context.Context, svc *corev1.Service, pools string) error {
-	if _, has := svc.Annotations[v1beta1.AnnotationAllocatedFrom]; svc.Annotations[v1beta1.AnnotationAllocatedFrom] == pools && (has || pools == "") {
-		return nil
-	}
-	patch := map[string]any{"metadata": map[string]any{"annotations": map[string]any{v1beta1.AnnotationAllocatedFrom: annotationValue(pools)}}}
-	data, err := json.Marshal(patch)
-	if err != nil {
-		return err
-	}
-	if err := r.Client.Patch(ctx, svc.DeepCopy(), client.RawPatch(types.MergePatchType, data)); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("annotate service %s/%s: %w", svc.Namespace, svc.Name, err)
-	}
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -72,6 +73,9 @@ func Scheme() *runtime.Scheme {
 	if err := v1beta1.AddToScheme(s); err != nil {
 		panic(err)
 	}
+	if err := apiextensionsv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
 	return s
 }
 
@@ -92,8 +96,14 @@ func Start(t testing.TB) *Env {
 	return e
 }
 
-// New starts a control plane; the caller must Stop it.
-func New() (*Env, error) {
+// New starts a control plane with the ironlb CRDs; the caller must Stop it.
+func New() (*Env, error) { return start(true) }
+
+// NewBare starts a control plane without the ironlb CRDs (for tests that
+// install them the way an admin would).
+func NewBare() (*Env, error) { return start(false) }
+
+func start(withCRDs bool) (*Env, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -102,10 +112,10 @@ func New() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: bin,
-		CRDDirectoryPaths:     []string{filepath.Join(root, "charts", "ironlb", "crds")},
-		ErrorIfCRDPathMissing: true,
+	env := &envtest.Environment{BinaryAssetsDirectory: bin}
+	if withCRDs {
+		env.CRDDirectoryPaths = []string{filepath.Join(root, "charts", "ironlb", "crds")}
+		env.ErrorIfCRDPathMissing = true
 	}
 	env.ControlPlane.GetAPIServer().Configure().
 		Set("service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112")

@@ -1,0 +1,248 @@
+// Package chart tests the Helm chart the way an admin uses it: helm lint
+// and template, then a server-side apply of the rendered manifests to a
+// real API server, and the controller run under the chart's own
+// ServiceAccount to prove its RBAC is enough, and no more.
+package chart
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/test/apiserver"
+)
+
+const ns = "ironlb-system"
+
+func helm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root, err := apiserver.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "bin", "k8s", "helm")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s not found: run `make helm` (it builds helm from source)", bin)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	err = cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out.String(), nil
+}
+
+var nonDefault = []string{
+	"--set", "controller.replicas=3", "--set", "controller.defaultClass=false", "--set", "controller.workers=4",
+	"--set", "controller.logLevel=debug", "--set", "image.tag=test", "--set", "controller.podDisruptionBudget.enabled=false",
+	"--set", "serviceAccounts.controller.name=lb-ctl",
+}
+
+func TestLintAndTemplate(t *testing.T) {
+	for _, args := range [][]string{nil, nonDefault, {"--set", "metrics.serviceMonitor.enabled=true"}} {
+		if out, err := helm(t, append([]string{"lint", "--strict", "charts/ironlb"}, args...)...); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if _, err := helm(t, append([]string{"template", "x", "charts/ironlb", "--namespace", ns}, args...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// values.schema.json turns typos and nonsense into errors at install.
+	for _, bad := range [][]string{
+		{"--set", "controller.replicas=0"},
+		{"--set", "controller.logLevel=loud"},
+		{"--set", "controller.replica=2"},
+		{"--set", "image.pullPolicy=Sometimes"},
+	} {
+		if _, err := helm(t, append([]string{"template", "x", "charts/ironlb"}, bad...)...); err == nil {
+			t.Errorf("helm template %v accepted", bad)
+		}
+	}
+}
+
+// apply server-side-applies every document of a rendered manifest.
+func apply(ctx context.Context, t *testing.T, c client.Client, manifest string) []*unstructured.Unstructured {
+	t.Helper()
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(manifest), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatal(err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if err := c.Patch(ctx, u, client.Apply, client.FieldOwner("helm-test"), client.ForceOwnership); err != nil {
+			t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+		objs = append(objs, u)
+	}
+	return objs
+}
+
+func TestApplyAndRunUnderChartRBAC(t *testing.T) {
+	env, err := apiserver.NewBare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, args := range [][]string{nil, nonDefault} {
+		manifest, err := helm(t, append([]string{"template", fmt.Sprintf("r%d", i), "charts/ironlb", "--namespace", ns, "--include-crds"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs := apply(ctx, t, c, manifest)
+		if len(objs) < 10 {
+			t.Fatalf("only %d objects rendered", len(objs))
+		}
+	}
+	// Every CRD becomes Established.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var crds apiextensionsv1.CustomResourceDefinitionList
+		if err := c.List(ctx, &crds); err != nil {
+			t.Fatal(err)
+		}
+		established := 0
+		for _, crd := range crds.Items {
+			for _, cond := range crd.Status.Conditions {
+				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+					established++
+				}
+			}
+		}
+		if established == 6 && len(crds.Items) == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d CRDs established", established, len(crds.Items))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The controller, impersonating the chart's ServiceAccount, does its
+	// whole job: lease, config status, finalizer, allocation, events.
+	sa := "system:serviceaccount:" + ns + ":r0-controller"
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: sa, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}}
+	controller.TuneRESTConfig(cfg)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		LeaderElection: true, LeaderElectionID: "ironlb-controller", LeaderElectionNamespace: ns,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	pool := &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.0/30"}}}
+	if err := c.Create(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "web"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80)}}},
+	}
+	if err := c.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() string {
+		_ = c.Get(ctx, types.NamespacedName{Namespace: "default", Name: "web"}, svc)
+		if len(svc.Status.LoadBalancer.Ingress) != 1 || svc.Annotations[v1beta1.AnnotationAllocatedFrom] != "p" {
+			return fmt.Sprintf("service status %+v annotations %v", svc.Status, svc.Annotations)
+		}
+		_ = c.Get(ctx, types.NamespacedName{Name: "p"}, pool)
+		if len(pool.Finalizers) == 0 || len(pool.Status.Conditions) == 0 || pool.Status.Assigned != 1 {
+			return fmt.Sprintf("pool %+v %+v", pool.Finalizers, pool.Status)
+		}
+		return ""
+	})
+
+	// And no more than its job.
+	sac, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := []struct {
+		what string
+		do   func() error
+	}{
+		{"update a Service's spec", func() error {
+			s := svc.DeepCopy()
+			s.Spec.Selector = map[string]string{"app": "evil"}
+			return sac.Update(ctx, s)
+		}},
+		{"delete a Service", func() error { return sac.Delete(ctx, svc.DeepCopy()) }},
+		{"read Secrets", func() error { return sac.List(ctx, &corev1.SecretList{}) }},
+		{"read Pods", func() error { return sac.List(ctx, &corev1.PodList{}) }},
+		{"create a pool", func() error {
+			return sac.Create(ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.9.0/30"}}})
+		}},
+		{"write a lease in another namespace", func() error {
+			u := &unstructured.Unstructured{}
+			u.SetAPIVersion("coordination.k8s.io/v1")
+			u.SetKind("Lease")
+			u.SetNamespace("default")
+			u.SetName("x")
+			return sac.Create(ctx, u)
+		}},
+	}
+	for _, f := range forbidden {
+		if err := f.do(); !apierrors.IsForbidden(err) {
+			t.Errorf("the controller's ServiceAccount may %s (err %v)", f.what, err)
+		}
+	}
+}
+
+func eventually(t *testing.T, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		if last = cond(); last == "" {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal(last)
+}
