@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s
 
-lab: k8s-binaries build
+lab: k8s-binaries helm build
 	$(GO) run ./lab
 
 lab-down:

@@ -47,7 +47,7 @@ func run(oneshot bool) error {
 	}
 
 	step("starting kube-apiserver and etcd (bin/k8s)")
-	env, err := apiserver.New()
+	env, err := apiserver.NewBare()
 	if err != nil {
 		return err
 	}
@@ -60,14 +60,39 @@ func run(oneshot bool) error {
 		return err
 	}
 
-	step("starting the ironlb controller (bin/controller)")
+	step("installing the chart (CRDs, RBAC, ServiceAccounts) into namespace " + labNamespace)
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: labNamespace}}); err != nil {
+		return err
+	}
+	manifest, err := apiserver.Helm("template", "ironlb", "charts/ironlb", "--namespace", labNamespace, "--include-crds")
+	if err != nil {
+		return err
+	}
+	if _, err := apiserver.Apply(ctx, env.Client, manifest); err != nil {
+		return err
+	}
+	if err := waitCRDs(ctx, env); err != nil {
+		return err
+	}
+	// The controller runs with its ServiceAccount's token, exactly the
+	// permissions the chart grants it.
+	_, saKubeconfig, err := env.ServiceAccount(ctx, labNamespace, "ironlb-controller")
+	if err != nil {
+		return err
+	}
+	ctrlKubeconfig := filepath.Join(dir, "controller.kubeconfig")
+	if err := os.WriteFile(ctrlKubeconfig, saKubeconfig, 0o600); err != nil {
+		return err
+	}
+
+	step("starting the ironlb controller (bin/controller) as ServiceAccount " + labNamespace + "/ironlb-controller")
 	ctrlLog, err := os.Create(filepath.Join(dir, "controller.log"))
 	if err != nil {
 		return err
 	}
 	defer ctrlLog.Close()
 	cmd := exec.Command(filepath.Join(root, "bin", "controller"),
-		"--kubeconfig="+kubeconfig, "--leader-election-namespace=default",
+		"--kubeconfig="+ctrlKubeconfig, "--leader-election-namespace="+labNamespace,
 		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0")
 	cmd.Stdout, cmd.Stderr = ctrlLog, ctrlLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -117,6 +142,12 @@ func run(oneshot bool) error {
 		}
 	}
 	step(fmt.Sprintf("default/web has EXTERNAL-IP %s (%.1fs after start)", svc.Status.LoadBalancer.Ingress[0].IP, time.Since(start).Seconds()))
+	// Pool usage is written in batches (at most every 500 ms per pool).
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if err := c.Get(ctx, types.NamespacedName{Name: "lab"}, pool); err == nil && pool.Status.Assigned > 0 {
+			break
+		}
+	}
 	kubectl := filepath.Join(root, "bin", "k8s", "kubectl")
 	show := exec.Command(kubectl, "--kubeconfig="+kubeconfig, "get", "ipaddresspools,svc", "-A")
 	show.Stdout, show.Stderr = os.Stdout, os.Stderr
@@ -131,3 +162,19 @@ func run(oneshot bool) error {
 }
 
 func step(msg string) { fmt.Printf("==> %s\n", msg) }
+
+const labNamespace = "ironlb-system"
+
+// waitCRDs waits until the API server serves the ironlb kinds.
+func waitCRDs(ctx context.Context, env *apiserver.Env) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var pools v1beta1.IPAddressPoolList
+		if err := env.Client.List(ctx, &pools); err == nil {
+			return nil
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("ironlb CRDs not served after 30s: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -5,15 +5,8 @@
 package chart
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,8 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -39,24 +30,7 @@ const ns = "ironlb-system"
 
 func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	root, err := apiserver.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(root, "bin", "k8s", "helm")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s not found: run `make helm` (it builds helm from source)", bin)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	err = cmd.Run()
-	if err != nil {
-		return out.String(), fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out.String(), nil
+	return apiserver.Helm(args...)
 }
 
 var nonDefault = []string{
@@ -87,26 +61,11 @@ func TestLintAndTemplate(t *testing.T) {
 	}
 }
 
-// apply server-side-applies every document of a rendered manifest.
 func apply(ctx context.Context, t *testing.T, c client.Client, manifest string) []*unstructured.Unstructured {
 	t.Helper()
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(manifest), 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			t.Fatal(err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		if err := c.Patch(ctx, u, client.Apply, client.FieldOwner("helm-test"), client.ForceOwnership); err != nil {
-			t.Fatalf("apply %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
-		objs = append(objs, u)
+	objs, err := apiserver.Apply(ctx, c, manifest)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return objs
 }
@@ -159,9 +118,10 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 
 	// The controller, impersonating the chart's ServiceAccount, does its
 	// whole job: lease, config status, finalizer, allocation, events.
-	sa := "system:serviceaccount:" + ns + ":r0-controller"
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: sa, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}}
+	cfg, _, err := env.ServiceAccount(ctx, ns, "r0-controller")
+	if err != nil {
+		t.Fatal(err)
+	}
 	controller.TuneRESTConfig(cfg)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
