@@ -11,7 +11,8 @@ lab: k8s-binaries helm build
 	$(GO) run ./lab
 
 lab-down:
-	-pkill -f '$(CURDIR)/bin/(controller|k8s/)'
+	-pkill -f '$(CURDIR)/bin/(controller|speaker|k8s/)'
+	$(GO) run ./lab -down
 	rm -rf bin/lab
 
 .PHONY: helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
@@ -41,7 +42,10 @@ lint: vet
 test: k8s-binaries helm lint build
 	$(GO) run ./lab -oneshot
 	$(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 20s ./ipam
+	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 10000x ./ipam
+	$(GO) test -count=1 -run '^$$' -fuzz FuzzARPPacket -fuzztime 100000x ./l2
+	$(GO) test -count=1 -run '^$$' -fuzz FuzzNDP -fuzztime 100000x ./l2
+	$(GO) test -count=1 -run '^$$' -fuzz FuzzDecode -fuzztime 100000x ./speaker/membership
 
 bench-ipam:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./ipam | tee bin/bench-ipam.txt

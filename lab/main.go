@@ -1,17 +1,22 @@
 // Command lab runs ironlb for real on a machine with no cluster: a real
-// kube-apiserver and etcd, the controller as its own process, an example
-// pool and Service, and prints what an admin would see. It stays up until
-// Ctrl-C (or exits at once with -oneshot) and tears everything down.
+// kube-apiserver and etcd with the chart installed, the controller and one
+// speaker per "node" as their own processes under the chart's
+// ServiceAccounts, nodes and a client as network namespaces on one LAN,
+// and a LoadBalancer Service whose address the client reaches. It stays up
+// until Ctrl-C (or exits at once with -oneshot) and tears everything down.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,16 +27,39 @@ import (
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/labkit"
+	"github.com/ironlb/ironlb/test/netlab"
 )
 
+const (
+	labNamespace = "ironlb-system"
+	nsPrefix     = "ilblab-"
+)
+
+var nodes = []string{"node1", "node2", "node3"}
+
 func main() {
-	oneshot := flag.Bool("oneshot", false, "tear down as soon as the Service has its address (for tests)")
+	oneshot := flag.Bool("oneshot", false, "tear down as soon as the client reached the Service (for tests)")
+	down := flag.Bool("down", false, "only remove leftovers of an earlier lab")
 	flag.Parse()
-	if err := run(*oneshot); err != nil {
+	if *down {
+		netlab.Cleanup(nsPrefix)
+		return
+	}
+	if err := netlab.Check(); err != nil {
+		fmt.Fprintln(os.Stderr, "lab: cannot run here:", err)
+		os.Exit(2)
+	}
+	netlab.Cleanup(nsPrefix) // leftovers of a killed run
+	err := run(*oneshot)
+	netlab.Cleanup(nsPrefix)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		os.Exit(1)
 	}
 }
+
+func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
 func run(oneshot bool) error {
 	start := time.Now()
@@ -46,46 +74,71 @@ func run(oneshot bool) error {
 		return err
 	}
 
+	step("building the LAN: %s on a bridge, addresses 198.18.0.0/24 and 2001:db8:18::/64", strings.Join(append(nodes, "client"), ", "))
+	lab, err := netlab.New(nsPrefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client")...)
+	if err != nil {
+		return err
+	}
+	defer lab.Close()
+
 	step("starting kube-apiserver and etcd (bin/k8s)")
 	env, err := apiserver.NewBare()
 	if err != nil {
 		return err
 	}
 	defer func() {
-		step("stopping kube-apiserver and etcd")
+		step("stopping everything")
 		_ = env.Stop()
 	}()
+	c := env.Client
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(kubeconfig, env.KubeConfig(), 0o600); err != nil {
 		return err
 	}
 
-	step("installing the chart (CRDs, RBAC, ServiceAccounts) into namespace " + labNamespace)
-	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: labNamespace}}); err != nil {
+	step("installing the chart (CRDs, RBAC, ServiceAccounts, mesh key) into namespace %s", labNamespace)
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: labNamespace}}); err != nil {
 		return err
 	}
 	manifest, err := apiserver.Helm("template", "ironlb", "charts/ironlb", "--namespace", labNamespace, "--include-crds")
 	if err != nil {
 		return err
 	}
-	if _, err := apiserver.Apply(ctx, env.Client, manifest); err != nil {
+	if _, err := apiserver.Apply(ctx, c, manifest); err != nil {
 		return err
 	}
 	if err := waitCRDs(ctx, env); err != nil {
 		return err
 	}
-	// The controller runs with its ServiceAccount's token, exactly the
+	var key corev1.Secret
+	if err := c.Get(ctx, types.NamespacedName{Namespace: labNamespace, Name: "ironlb-mesh-key"}, &key); err != nil {
+		return err
+	}
+	keyFile := filepath.Join(dir, "mesh.key")
+	if err := os.WriteFile(keyFile, key.Data["key"], 0o600); err != nil {
+		return err
+	}
+	// Each component runs with its ServiceAccount's token: exactly the
 	// permissions the chart grants it.
-	_, saKubeconfig, err := env.ServiceAccount(ctx, labNamespace, "ironlb-controller")
+	saKubeconfig := func(sa string) (string, error) {
+		_, data, err := env.ServiceAccount(ctx, labNamespace, sa)
+		if err != nil {
+			return "", err
+		}
+		path := filepath.Join(dir, sa+".kubeconfig")
+		return path, os.WriteFile(path, data, 0o600)
+	}
+
+	for _, n := range nodes {
+		if err := labkit.CreateNode(ctx, c, n, lab.Hosts[n]); err != nil {
+			return err
+		}
+	}
+	step("starting the controller as ServiceAccount %s/ironlb-controller", labNamespace)
+	ctrlKubeconfig, err := saKubeconfig("ironlb-controller")
 	if err != nil {
 		return err
 	}
-	ctrlKubeconfig := filepath.Join(dir, "controller.kubeconfig")
-	if err := os.WriteFile(ctrlKubeconfig, saKubeconfig, 0o600); err != nil {
-		return err
-	}
-
-	step("starting the ironlb controller (bin/controller) as ServiceAccount " + labNamespace + "/ironlb-controller")
 	ctrlLog, err := os.Create(filepath.Join(dir, "controller.log"))
 	if err != nil {
 		return err
@@ -93,7 +146,7 @@ func run(oneshot bool) error {
 	defer ctrlLog.Close()
 	cmd := exec.Command(filepath.Join(root, "bin", "controller"),
 		"--kubeconfig="+ctrlKubeconfig, "--leader-election-namespace="+labNamespace,
-		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0")
+		"--metrics-bind-address=0", "--health-probe-bind-address=0")
 	cmd.Stdout, cmd.Stderr = ctrlLog, ctrlLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -104,13 +157,34 @@ func run(oneshot bool) error {
 		_ = cmd.Wait()
 	}()
 
-	step("creating an IPAddressPool and a LoadBalancer Service")
-	c := env.Client
+	step("starting a speaker per node as ServiceAccount %s/ironlb-speaker", labNamespace)
+	spkKubeconfig, err := saKubeconfig("ironlb-speaker")
+	if err != nil {
+		return err
+	}
+	var speakers []*labkit.Speaker
+	defer func() {
+		for _, s := range speakers {
+			s.Stop()
+		}
+	}()
+	for _, n := range nodes {
+		s, err := labkit.StartSpeaker(root, dir, n, lab.Hosts[n], spkKubeconfig, keyFile)
+		if err != nil {
+			return err
+		}
+		speakers = append(speakers, s)
+	}
+
+	step("creating an IPAddressPool, an L2Advertisement and the LoadBalancer Service default/web")
 	pool := &v1beta1.IPAddressPool{
 		ObjectMeta: metav1.ObjectMeta{Name: "lab"},
-		Spec:       v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.100.0/28", "2001:db8:100::/124"}},
+		Spec:       v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.200-198.18.0.220", "2001:db8:18::200-2001:db8:18::220"}},
 	}
 	if err := c.Create(ctx, pool); err != nil {
+		return err
+	}
+	if err := c.Create(ctx, &v1beta1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lab"}}); err != nil {
 		return err
 	}
 	svc := &corev1.Service{
@@ -118,61 +192,86 @@ func run(oneshot bool) error {
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeLoadBalancer,
 			Selector: map[string]string{"app": "web"},
-			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
+			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}},
 		},
 	}
 	if err := c.Create(ctx, svc); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if err := c.Get(ctx, types.NamespacedName{Namespace: "default", Name: "web"}, svc); err != nil {
+	vip, err := waitIP(ctx, env, ctrlLog.Name())
+	if err != nil {
+		return err
+	}
+	step("default/web has EXTERNAL-IP %s (%.1fs after start)", vip, time.Since(start).Seconds())
+	for _, n := range nodes {
+		if err := labkit.ServePods(ctx, lab.Hosts[n], n, vip); err != nil {
 			return err
 		}
-		if len(svc.Status.LoadBalancer.Ingress) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("service default/web got no EXTERNAL-IP in 30s; see %s", ctrlLog.Name())
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
 	}
-	step(fmt.Sprintf("default/web has EXTERNAL-IP %s (%.1fs after start)", svc.Status.LoadBalancer.Ingress[0].IP, time.Since(start).Seconds()))
-	// Pool usage is written in batches (at most every 500 ms per pool).
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if err := c.Get(ctx, types.NamespacedName{Name: "lab"}, pool); err == nil && pool.Status.Assigned > 0 {
+
+	step("the client (%s) fetches http://%s/ over layer 2", lab.Hosts["client"].IPv4.Addr(), vip)
+	var body string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		body, err = labkit.Get(lab.Hosts["client"], vip, time.Second)
+		if err == nil {
 			break
 		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("client cannot reach %s: %w (see %s/speaker-*.log)", vip, err, dir)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	step("reachable %.1fs after start; the client got: %s", time.Since(start).Seconds(), strings.TrimSpace(body))
+
+	_ = c.Get(ctx, types.NamespacedName{Namespace: "default", Name: "web"}, svc)
+	for _, cond := range svc.Status.Conditions {
+		fmt.Printf("    %s=%s %s: %s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
 	}
 	kubectl := filepath.Join(root, "bin", "k8s", "kubectl")
-	show := exec.Command(kubectl, "--kubeconfig="+kubeconfig, "get", "ipaddresspools,svc", "-A")
+	show := exec.Command(kubectl, "--kubeconfig="+kubeconfig, "get", "ipaddresspools,l2advertisements,svc", "-A")
 	show.Stdout, show.Stderr = os.Stdout, os.Stderr
 	_ = show.Run()
 	if oneshot {
 		return nil
 	}
-	fmt.Printf("\nThe lab is up. Try:\n  %s --kubeconfig=%s get svc -A\nController log: %s\nCtrl-C tears it down.\n", kubectl, kubeconfig, ctrlLog.Name())
+	fmt.Printf("\nThe lab is up. Try:\n  %s --kubeconfig=%s get svc -A\n  ip netns exec %sclient curl http://%s/\nLogs: %s\nCtrl-C tears it down.\n", kubectl, kubeconfig, nsPrefix, vip, dir)
 	<-ctx.Done()
 	stop()
 	return nil
 }
 
-func step(msg string) { fmt.Printf("==> %s\n", msg) }
-
-const labNamespace = "ironlb-system"
+func waitIP(ctx context.Context, env *apiserver.Env, log string) (netip.Addr, error) {
+	var svc corev1.Service
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "default", Name: "web"}, &svc); err != nil {
+			return netip.Addr{}, err
+		}
+		if len(svc.Status.LoadBalancer.Ingress) > 0 {
+			return netip.ParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+		}
+		if time.Now().After(deadline) {
+			return netip.Addr{}, fmt.Errorf("service default/web got no EXTERNAL-IP in 30s; see %s", log)
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, errors.New("interrupted")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
 
 // waitCRDs waits until the API server serves the ironlb kinds.
 func waitCRDs(ctx context.Context, env *apiserver.Env) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var pools v1beta1.IPAddressPoolList
-		if err := env.Client.List(ctx, &pools); err == nil {
+		err := env.Client.List(ctx, &pools)
+		if err == nil {
 			return nil
-		} else if time.Now().After(deadline) {
+		}
+		if time.Now().After(deadline) {
 			return fmt.Errorf("ironlb CRDs not served after 30s: %w", err)
 		}
 		time.Sleep(100 * time.Millisecond)

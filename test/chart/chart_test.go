@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -190,6 +191,57 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 	for _, f := range forbidden {
 		if err := f.do(); !apierrors.IsForbidden(err) {
 			t.Errorf("the controller's ServiceAccount may %s (err %v)", f.what, err)
+		}
+	}
+
+	// The speaker's account: reads what it must, writes only Service
+	// status, nothing else.
+	scfg, _, err := env.ServiceAccount(ctx, ns, "r0-speaker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spk, err := client.New(scfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []client.ObjectList{&corev1.NodeList{}, &corev1.ServiceList{}, &discoveryv1.EndpointSliceList{}, &v1beta1.L2AdvertisementList{}, &v1beta1.BGPPeerList{}} {
+		if err := spk.List(ctx, l); err != nil {
+			t.Errorf("speaker cannot list %T: %v", l, err)
+		}
+	}
+	patched := svc.DeepCopy()
+	patched.Status.Conditions = append(patched.Status.Conditions, metav1.Condition{Type: v1beta1.ServiceConditionAnnounced, Status: metav1.ConditionTrue, Reason: "Layer2", Message: "test", LastTransitionTime: metav1.Now()})
+	if err := spk.Status().Patch(ctx, patched, client.StrategicMergeFrom(svc)); err != nil {
+		t.Errorf("speaker cannot write its Service condition: %v", err)
+	}
+	for _, f := range []struct {
+		what string
+		do   func() error
+	}{
+		{"update a Service's spec", func() error {
+			s := svc.DeepCopy()
+			_ = c.Get(ctx, client.ObjectKeyFromObject(s), s)
+			s.Spec.Selector = map[string]string{"app": "evil"}
+			return spk.Update(ctx, s)
+		}},
+		{"read Secrets", func() error { return spk.List(ctx, &corev1.SecretList{}) }},
+		{"read its own mesh key Secret", func() error {
+			return spk.Get(ctx, types.NamespacedName{Namespace: ns, Name: "r0-mesh-key"}, &corev1.Secret{})
+		}},
+		{"change a pool", func() error {
+			p := pool.DeepCopy()
+			_ = c.Get(ctx, client.ObjectKeyFromObject(p), p)
+			p.Spec.AvoidBuggyIPs = true
+			return spk.Update(ctx, p)
+		}},
+		{"label a node", func() error {
+			var n corev1.Node
+			n.Name = "x"
+			return spk.Create(ctx, &n)
+		}},
+	} {
+		if err := f.do(); !apierrors.IsForbidden(err) {
+			t.Errorf("the speaker's ServiceAccount may %s (err %v)", f.what, err)
 		}
 	}
 }

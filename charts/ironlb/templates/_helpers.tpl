@@ -23,3 +23,13 @@ app.kubernetes.io/component: controller
 {{- define "ironlb.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{- define "ironlb.speakerSelector" -}}
+app.kubernetes.io/name: ironlb
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: speaker
+{{- end -}}
+
+{{- define "ironlb.speakerServiceAccount" -}}
+{{- default (printf "%s-speaker" (include "ironlb.name" .)) .Values.serviceAccounts.speaker.name -}}
+{{- end -}}

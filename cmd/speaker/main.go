@@ -1,0 +1,102 @@
+// Command speaker runs on every node (host network) and announces the
+// LoadBalancer addresses this node owns.
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/speaker"
+)
+
+var version = "dev"
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "ironlb-speaker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		nodeName        = flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME)")
+		meshPort        = flag.Uint("mesh-port", 7946, "UDP port of the speakers' liveness mesh")
+		keyFile         = flag.String("mesh-key-file", "/etc/ironlb/mesh/key", "file holding the mesh's shared key (mounted from a Secret)")
+		netnsName       = flag.String("netns", "", "labs only: open node-network sockets in this network namespace")
+		interfaces      = flag.String("interfaces", "", "comma-separated interfaces to announce on when an L2Advertisement names none (default: the node address's)")
+		metricsAddr     = flag.String("metrics-bind-address", ":7474", "HTTPS metrics endpoint, authenticated through the API server (\"0\" disables)")
+		insecureMetrics = flag.Bool("metrics-insecure", false, "serve metrics over plain HTTP without authentication (only for local labs)")
+		probeAddr       = flag.String("health-probe-bind-address", ":7475", "address of /healthz and /readyz")
+	)
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	if *nodeName == "" {
+		return fmt.Errorf("--node-name (or $NODE_NAME) is required")
+	}
+	key, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return fmt.Errorf("mesh key: %w", err)
+	}
+	key = bytes.TrimSpace(key)
+	if len(key) < 16 {
+		return fmt.Errorf("mesh key in %s is %d bytes; at least 16 are needed", *keyFile, len(key))
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1beta1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	controller.TuneRESTConfig(cfg)
+	cfg.UserAgent = "ironlb-speaker/" + version
+	metricsOpts := metricsserver.Options{BindAddress: *metricsAddr, SecureServing: !*insecureMetrics}
+	if !*insecureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsOpts, HealthProbeBindAddress: *probeAddr})
+	if err != nil {
+		return err
+	}
+	ctx := ctrl.SetupSignalHandler()
+	var ifaces []string
+	if *interfaces != "" {
+		ifaces = strings.Split(*interfaces, ",")
+	}
+	if err := speaker.Setup(ctx, mgr, speaker.Options{
+		NodeName: *nodeName, MeshPort: uint16(*meshPort), Key: key, NetNS: *netnsName,
+		Interfaces: ifaces, Registry: metrics.Registry,
+	}); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	ctrl.Log.Info("speaker starting", "version", version, "node", *nodeName)
+	return mgr.Start(ctx)
+}

@@ -1,0 +1,668 @@
+package membership
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+const (
+	// DefaultInterval is the default heartbeat period.
+	DefaultInterval = 100 * time.Millisecond
+	// DefaultTimeout is the default time without a valid heartbeat after
+	// which a peer is dead: four heartbeats, so that up to three lost
+	// packets in a row are tolerated, and a crash is detected in 300 to
+	// 400 ms, leaving the rest of the 1 s failover budget to the new owner.
+	DefaultTimeout = 400 * time.Millisecond
+	// MinKeyLen is the shortest accepted shared secret.
+	MinKeyLen = 16
+
+	// leaveRepeats copies of the leaving message are sent leaveGap apart:
+	// the handover is only fast if one arrives, and UDP may drop a burst.
+	leaveRepeats = 3
+	leaveGap     = 5 * time.Millisecond
+
+	// recvBufLen is larger than any valid packet, so that an oversized
+	// datagram is seen whole enough to be rejected as malformed.
+	recvBufLen = 2048
+)
+
+// Config configures a Mesh.
+type Config struct {
+	// Self is this node's name, as in its Node object: it is what the
+	// peers know us by and what they address their packets to.
+	Self string
+	// Bind is the local UDP address to listen on, normally the node IP
+	// and a fixed port, so that the peers can compute it from the Node
+	// objects. Port 0 picks a free port (tests; see Mesh.Addr).
+	Bind netip.AddrPort
+	// Key is the shared secret, at least MinKeyLen bytes, from a
+	// Kubernetes Secret. Every packet is authenticated with an HMAC, so
+	// that nothing but a speaker can make a node look alive (which would
+	// black-hole its addresses) or gone. All speakers need the same key:
+	// a speaker with another key sees, and is seen as, dead.
+	Key []byte
+	// Interval is the heartbeat period, DefaultInterval if zero.
+	Interval time.Duration
+	// Timeout is how long a peer may go without a valid heartbeat before
+	// it is declared dead, DefaultTimeout if zero. It must exceed
+	// Interval, and should be several Intervals to tolerate loss.
+	//
+	// Detection: a peer is declared dead Timeout after its last valid
+	// heartbeat arrived (on a timer, not on the next tick), and its last
+	// heartbeat left at most one Interval before it crashed, so a crash is
+	// detected between Timeout−Interval and Timeout after it happens, plus
+	// scheduling delay: always within Timeout+Interval. A graceful stop
+	// (Leave) is detected in one network trip.
+	Timeout time.Duration
+	// Logger receives peer transitions at Info and packet-level detail at
+	// V(1). The zero Logger discards.
+	Logger logr.Logger
+	// Metrics is optional.
+	Metrics *Metrics
+}
+
+// Mesh is one speaker's member of the heartbeat mesh: it tells which
+// peers are alive. Create it with New, give it peers with SetPeers and
+// start it with Run. All methods are safe for concurrent use.
+type Mesh struct {
+	self     string
+	interval time.Duration
+	timeout  time.Duration
+	log      logr.Logger
+	metrics  *Metrics
+
+	conn *net.UDPConn
+	addr netip.AddrPort
+
+	// inc is this process's incarnation. start is the origin of the
+	// sequence numbers: a sequence is the monotonic time it was sent at,
+	// in nanoseconds since start, so that when a peer echoes it back we
+	// know how old the echo is without a table or a synchronised clock.
+	inc   uint64
+	start time.Time
+
+	// sendMu guards the sending side: its MAC, buffer and sequence, and
+	// orders the leaving message after every heartbeat.
+	sendMu  sync.Mutex
+	sendMAC *macer
+	sendBuf []byte
+	lastSeq uint64
+
+	// mu guards the peers and the receiving MAC.
+	mu      sync.Mutex
+	recvMAC *macer
+	peers   map[string]*peer
+
+	// alive is an immutable snapshot (self included), replaced on every
+	// change, so that Alive and IsAlive never take a lock.
+	alive   atomic.Pointer[map[string]bool]
+	changes chan struct{}
+	// kick asks Run to send heartbeats now (new peers).
+	kick chan struct{}
+
+	left      atomic.Bool
+	running   atomic.Bool
+	closeOnce sync.Once
+
+	hooks testHooks
+}
+
+// testHooks let tests simulate crashes and partitions; they are never set
+// outside tests.
+type testHooks struct {
+	// dropOut silently drops every outgoing packet.
+	dropOut atomic.Bool
+	// dropIn silently drops every incoming packet.
+	dropIn atomic.Bool
+	// skipLeave makes Run return without the leaving message, like a crash.
+	skipLeave atomic.Bool
+}
+
+// peer is what we know about one peer. Guarded by Mesh.mu.
+type peer struct {
+	addr netip.AddrPort
+
+	// inc and seq are the peer's current incarnation and the newest
+	// sequence accepted from it (0, 0 before the first packet). They
+	// reject replays, and are echoed back in our packets to the peer.
+	inc uint64
+	seq uint64
+	// confirmed: inc has sent a fresh heartbeat (one echoing a recent
+	// sequence of ours), so it is a live process and can only be
+	// replaced by another incarnation that proves the same.
+	confirmed bool
+	// superseded lists recent incarnations replaced by a confirmed newer
+	// one: their packets are old by definition.
+	superseded [4]uint64
+	supNext    int
+
+	alive     bool
+	lastValid time.Time // arrival of the last fresh heartbeat
+	lastReply time.Time // last triggered reply, for rate limiting
+}
+
+func (p *peer) isSuperseded(inc uint64) bool {
+	for _, s := range p.superseded {
+		if s == inc {
+			return true
+		}
+	}
+	return false
+}
+
+// accept applies the replay rules to an authenticated packet from p and, if
+// it passes, records its incarnation and sequence. fresh says whether it
+// echoes one of our recent sequences.
+func (p *peer) accept(msg *message, fresh bool) bool {
+	if p.inc != 0 && msg.inc == p.inc {
+		if msg.seq <= p.seq {
+			return false // replayed, or overtaken by a newer packet
+		}
+		p.seq = msg.seq
+		return true
+	}
+	// Another incarnation. A leaving message only counts from the
+	// current one: anything else is an old process's goodbye.
+	if msg.typ != msgHeartbeat || p.isSuperseded(msg.inc) {
+		return false
+	}
+	// A confirmed incarnation is replaced only by one proven alive now,
+	// so a replay of an older process's packets can't displace the
+	// running one. An unconfirmed one (we just started, or the peer did)
+	// is replaced by anything: it's how the handshake starts.
+	if p.confirmed && !fresh {
+		return false
+	}
+	if p.confirmed {
+		p.superseded[p.supNext] = p.inc
+		p.supNext = (p.supNext + 1) % len(p.superseded)
+	}
+	p.inc, p.seq, p.confirmed = msg.inc, msg.seq, false
+	return true
+}
+
+// target is one packet to send: where, and what to echo.
+type target struct {
+	name    string
+	addr    netip.AddrPort
+	echoInc uint64
+	echoSeq uint64
+}
+
+func (p *peer) target(name string) target {
+	return target{name: name, addr: p.addr, echoInc: p.inc, echoSeq: p.seq}
+}
+
+// New validates cfg and binds the UDP socket, so that Addr is known before
+// Run. The socket is closed when Run returns, or by Close.
+func New(cfg Config) (*Mesh, error) {
+	if !validName(cfg.Self) {
+		return nil, fmt.Errorf("membership: Self must be 1 to %d bytes, got %d", maxNameLen, len(cfg.Self))
+	}
+	if len(cfg.Key) < MinKeyLen {
+		return nil, fmt.Errorf("membership: Key must be at least %d bytes, got %d", MinKeyLen, len(cfg.Key))
+	}
+	if !cfg.Bind.IsValid() {
+		return nil, errors.New("membership: Bind is not a valid address")
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Interval < 0 || cfg.Timeout <= cfg.Interval {
+		return nil, fmt.Errorf("membership: need 0 < Interval < Timeout, got Interval %v, Timeout %v", cfg.Interval, cfg.Timeout)
+	}
+	var b [8]byte
+	var inc uint64
+	for inc == 0 {
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("membership: incarnation: %w", err)
+		}
+		inc = binary.BigEndian.Uint64(b[:])
+	}
+	bind := netip.AddrPortFrom(cfg.Bind.Addr().Unmap(), cfg.Bind.Port())
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(bind))
+	if err != nil {
+		return nil, fmt.Errorf("membership: listen on %v: %w", bind, err)
+	}
+	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	macKey := deriveKey(cfg.Key)
+	m := &Mesh{
+		self:     cfg.Self,
+		interval: cfg.Interval,
+		timeout:  cfg.Timeout,
+		log:      cfg.Logger,
+		metrics:  cfg.Metrics,
+		conn:     conn,
+		addr:     netip.AddrPortFrom(local.Addr().Unmap(), local.Port()),
+		inc:      inc,
+		start:    time.Now(),
+		sendMAC:  newMacer(macKey),
+		sendBuf:  make([]byte, 0, maxPacketLen),
+		recvMAC:  newMacer(macKey),
+		peers:    make(map[string]*peer),
+		changes:  make(chan struct{}, 1),
+		kick:     make(chan struct{}, 1),
+	}
+	m.alive.Store(&map[string]bool{m.self: true})
+	m.metrics.peersAlive(0)
+	return m, nil
+}
+
+// Addr returns the bound address, with the actual port if Bind had port 0.
+func (m *Mesh) Addr() netip.AddrPort { return m.addr }
+
+// Alive returns the nodes currently alive, self included. It is a copy the
+// caller may keep and modify; it costs one small map allocation and no
+// lock. IsAlive is cheaper for a single node.
+func (m *Mesh) Alive() map[string]bool {
+	snap := *m.alive.Load()
+	out := make(map[string]bool, len(snap))
+	for k := range snap {
+		out[k] = true
+	}
+	return out
+}
+
+// IsAlive tells whether node is alive (true for self), without allocating
+// or locking.
+func (m *Mesh) IsAlive(node string) bool {
+	return (*m.alive.Load())[node]
+}
+
+// Changes returns a channel that receives a value after Alive changes.
+// Notifications are coalesced (buffer 1) and never block the mesh: a
+// consumer that is busy misses none of the state, only intermediate
+// notifications, so it should read Alive after each receive.
+func (m *Mesh) Changes() <-chan struct{} { return m.changes }
+
+// SetPeers replaces the peer list: node name to heartbeat address, from
+// the Node objects. Self is ignored if present, as are entries with an
+// invalid name or address. Known peers keep their state across calls (an
+// address change is not a restart); removed peers drop out of Alive at
+// once; new peers start dead and get a heartbeat right away.
+func (m *Mesh) SetPeers(peers map[string]netip.AddrPort) {
+	want := make(map[string]netip.AddrPort, len(peers))
+	for name, addr := range peers {
+		if name == m.self {
+			continue
+		}
+		if !validName(name) || !addr.IsValid() || addr.Port() == 0 {
+			m.log.Info("ignoring invalid peer", "peer", name, "addr", addr.String())
+			continue
+		}
+		want[name] = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	}
+
+	m.mu.Lock()
+	changed, added := false, false
+	for name, p := range m.peers {
+		if _, ok := want[name]; !ok {
+			delete(m.peers, name)
+			changed = changed || p.alive
+			m.log.V(1).Info("peer removed", "peer", name)
+		}
+	}
+	for name, addr := range want {
+		if p, ok := m.peers[name]; ok {
+			p.addr = addr
+			continue
+		}
+		m.peers[name] = &peer{addr: addr}
+		added = true
+		m.log.V(1).Info("peer added", "peer", name, "addr", addr.String())
+	}
+	if changed {
+		m.publishLocked()
+	}
+	m.mu.Unlock()
+
+	if added {
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Leave announces that this node is going away: every peer gets the
+// leaving message (a few times, in case one is lost) and marks us dead at
+// once instead of waiting for Timeout, which is what makes a graceful
+// handover fast. Call it once this node has stopped announcing, before
+// cancelling Run's context (Run calls it otherwise). It is final: no
+// heartbeat is sent afterwards, though Run keeps tracking the peers until
+// its context is cancelled. It blocks for about 10 ms.
+func (m *Mesh) Leave() {
+	if !m.left.CompareAndSwap(false, true) {
+		return
+	}
+	for i := range leaveRepeats {
+		if i > 0 {
+			time.Sleep(leaveGap)
+		}
+		for _, t := range m.targets() {
+			m.send(msgLeaving, t)
+		}
+	}
+	m.log.Info("left the mesh")
+}
+
+// Close releases the socket if Run was never called; Run closes it itself.
+// Idempotent.
+func (m *Mesh) Close() error {
+	var err error
+	m.closeOnce.Do(func() { err = m.conn.Close() })
+	return err
+}
+
+// Run sends heartbeats to every peer each Interval, receives theirs and
+// declares dead the peers that go silent, until ctx is cancelled; it then
+// sends the leaving message (unless Leave already did), closes the socket
+// and returns nil. It returns an error if the socket fails or Run was
+// already called. After Run returns, Alive keeps the last state it had.
+func (m *Mesh) Run(ctx context.Context) error {
+	if !m.running.CompareAndSwap(false, true) {
+		return errors.New("membership: Run called twice")
+	}
+	defer m.Close()
+	recvDone := make(chan error, 1)
+	go func() { recvDone <- m.receive() }()
+
+	ticker := time.NewTicker(m.interval)
+	defer ticker.Stop()
+	// expiry fires when the first alive peer would time out, so that
+	// detection does not wait for the next tick.
+	expiry := time.NewTimer(m.timeout)
+	defer expiry.Stop()
+	check := func() {
+		if next := m.expire(time.Now()); !next.IsZero() {
+			expiry.Reset(time.Until(next))
+		} else {
+			expiry.Stop()
+		}
+	}
+
+	m.sendHeartbeats()
+	for {
+		select {
+		case <-ctx.Done():
+			if !m.hooks.skipLeave.Load() {
+				m.Leave()
+			}
+			m.Close()
+			<-recvDone
+			return nil
+		case err := <-recvDone:
+			if err == nil {
+				err = net.ErrClosed // Close was called under Run
+			}
+			return fmt.Errorf("membership: receive: %w", err)
+		case <-ticker.C:
+			m.sendHeartbeats()
+			check()
+		case <-expiry.C:
+			check()
+		case <-m.kick:
+			m.sendHeartbeats()
+		}
+	}
+}
+
+// receive reads packets until the socket is closed.
+func (m *Mesh) receive() error {
+	buf := make([]byte, recvBufLen)
+	for {
+		n, from, err := m.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Transient (e.g. ENOMEM): don't spin, don't give up.
+			m.log.V(1).Info("receive failed", "error", err.Error())
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if m.hooks.dropIn.Load() {
+			continue
+		}
+		result, reply := m.handle(buf[:n], time.Now())
+		m.metrics.packet(result)
+		if result != resultOK {
+			m.log.V(1).Info("packet rejected", "from", from.String(), "result", result)
+		}
+		if reply != nil {
+			m.send(msgHeartbeat, *reply)
+		}
+	}
+}
+
+// echo classifies a packet's echo of our sequence.
+type echo int
+
+const (
+	// echoNone: the sender doesn't know our current incarnation yet.
+	echoNone echo = iota
+	// echoOld: it echoes a sequence of ours older than Timeout, so the
+	// packet may have been made long ago (delayed, or replayed).
+	echoOld
+	// echoFresh: it echoes a sequence we sent less than Timeout ago, so
+	// the sender was alive less than Timeout ago.
+	echoFresh
+)
+
+func (m *Mesh) classifyEcho(msg *message, now time.Time) echo {
+	if msg.echoInc != m.inc {
+		return echoNone
+	}
+	nowSeq := uint64(max(now.Sub(m.start), 0))
+	if msg.echoSeq > nowSeq || nowSeq-msg.echoSeq > uint64(m.timeout) {
+		// A sequence from the future can't be ours: only a key holder
+		// could have made it, but be safe.
+		return echoOld
+	}
+	return echoFresh
+}
+
+// handle processes one received datagram at time now. It returns the
+// result for the metrics, and a heartbeat to send back at once if the
+// sender needs our sequence to prove itself alive (it doesn't know our
+// current one), or to see us alive (it just became alive to us, or
+// restarted). Replies are only triggered by authenticated packets that
+// are not replays of the current incarnation, go to the peer's configured
+// address (never to the packet's source), and are rate-limited to four per
+// Interval per peer, plus one per liveness transition: they can't be used
+// for amplification or reflection.
+func (m *Mesh) handle(b []byte, now time.Time) (string, *target) {
+	msg, err := decode(b)
+	if err != nil {
+		return resultMalformed, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.recvMAC.verify(b) {
+		return resultBadMAC, nil
+	}
+	if msg.dest != m.self {
+		return resultUnknownPeer, nil
+	}
+	p := m.peers[msg.sender]
+	if p == nil {
+		return resultUnknownPeer, nil
+	}
+	e := m.classifyEcho(&msg, now)
+	prevInc, wasConfirmed := p.inc, p.confirmed
+	// limited: the reply counts against the rate limit. Replies to a
+	// peer's first fresh packet (it became alive, or restarted) don't:
+	// each happens once per transition, and a handshake needs one right
+	// after the reply that taught the peer our sequence.
+	result, reply, limited := resultOK, true, true
+	if !p.accept(&msg, e == echoFresh) {
+		// Another, unsuperseded incarnation that can't prove itself yet:
+		// most likely the peer restarted and doesn't know our sequence.
+		// Replying teaches it, so that its next packet is fresh and
+		// replaces the old incarnation within a round trip. Replays of
+		// the current incarnation get nothing.
+		if msg.typ != msgHeartbeat || msg.inc == p.inc || p.isSuperseded(msg.inc) {
+			return resultStale, nil
+		}
+		result = resultStale
+	} else if msg.typ == msgLeaving {
+		if p.alive {
+			m.setAliveLocked(msg.sender, p, false, "left")
+			m.publishLocked()
+		}
+		return resultOK, nil
+	} else {
+		switch e {
+		case echoFresh:
+			newInc := prevInc != msg.inc || !wasConfirmed
+			if prevInc != 0 && prevInc != msg.inc {
+				m.log.Info("peer restarted", "peer", msg.sender)
+			}
+			p.confirmed = true
+			p.lastValid = now
+			limited = false
+			if !p.alive {
+				m.setAliveLocked(msg.sender, p, true, "heartbeat")
+				m.publishLocked()
+			} else if !newInc {
+				// The steady state: the peer knows our sequence.
+				reply = false
+			}
+			// Otherwise the peer only just got a sequence of ours, or
+			// just restarted, and may not see us alive yet: reply so
+			// that it can, instead of waiting for our next heartbeat.
+		case echoOld:
+			result = resultStale
+		}
+	}
+	if !reply || m.left.Load() || (limited && now.Sub(p.lastReply) < m.interval/4) {
+		return result, nil
+	}
+	if limited {
+		p.lastReply = now
+	}
+	t := p.target(msg.sender)
+	return result, &t
+}
+
+// expire declares dead the peers silent for Timeout at now, and returns
+// when the next alive peer would expire (zero if none is alive).
+func (m *Mesh) expire(now time.Time) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var next time.Time
+	changed := false
+	for name, p := range m.peers {
+		if !p.alive {
+			continue
+		}
+		deadline := p.lastValid.Add(m.timeout)
+		if !now.Before(deadline) {
+			m.setAliveLocked(name, p, false, "timeout")
+			changed = true
+			continue
+		}
+		if next.IsZero() || deadline.Before(next) {
+			next = deadline
+		}
+	}
+	if changed {
+		m.publishLocked()
+	}
+	return next
+}
+
+func (m *Mesh) setAliveLocked(name string, p *peer, alive bool, reason string) {
+	p.alive = alive
+	if !alive {
+		p.lastValid = time.Time{}
+	}
+	m.metrics.transition(alive)
+	state := "dead"
+	if alive {
+		state = "alive"
+	}
+	m.log.Info("peer "+state, "peer", name, "reason", reason)
+}
+
+// publishLocked replaces the Alive snapshot and notifies Changes.
+func (m *Mesh) publishLocked() {
+	snap := map[string]bool{m.self: true}
+	for name, p := range m.peers {
+		if p.alive {
+			snap[name] = true
+		}
+	}
+	m.alive.Store(&snap)
+	m.metrics.peersAlive(len(snap) - 1)
+	select {
+	case m.changes <- struct{}{}:
+	default:
+	}
+}
+
+// targets returns one target per peer, with what to echo to each.
+func (m *Mesh) targets() []target {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ts := make([]target, 0, len(m.peers))
+	for name, p := range m.peers {
+		ts = append(ts, p.target(name))
+	}
+	return ts
+}
+
+func (m *Mesh) sendHeartbeats() {
+	if m.left.Load() {
+		return
+	}
+	for _, t := range m.targets() {
+		m.send(msgHeartbeat, t)
+	}
+}
+
+// send builds, signs and sends one packet.
+func (m *Mesh) send(typ msgType, t target) {
+	m.sendMu.Lock()
+	defer m.sendMu.Unlock()
+	// Checked under sendMu: Leave sets left before sending its first
+	// leaving message, so no heartbeat can follow it with a newer
+	// sequence and resurrect us at the peers.
+	if typ == msgHeartbeat && m.left.Load() {
+		return
+	}
+	seq := uint64(max(time.Since(m.start), 0))
+	if seq <= m.lastSeq {
+		seq = m.lastSeq + 1
+	}
+	m.lastSeq = seq
+	if m.hooks.dropOut.Load() {
+		return
+	}
+	msg := message{
+		typ:     typ,
+		sender:  m.self,
+		dest:    t.name,
+		inc:     m.inc,
+		seq:     seq,
+		echoInc: t.echoInc,
+		echoSeq: t.echoSeq,
+	}
+	m.sendBuf = m.sendMAC.seal(msg.appendBody(m.sendBuf[:0]))
+	if _, err := m.conn.WriteToUDPAddrPort(m.sendBuf, t.addr); err != nil && !errors.Is(err, net.ErrClosed) {
+		m.log.V(1).Info("send failed", "peer", t.name, "addr", t.addr.String(), "type", typ.String(), "error", err.Error())
+	}
+}

@@ -1,0 +1,244 @@
+package speaker
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netns"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/l2"
+	"github.com/ironlb/ironlb/speaker/membership"
+)
+
+// Options configure a speaker.
+type Options struct {
+	NodeName string
+	// MeshPort is the UDP port of the liveness mesh on the node address.
+	MeshPort uint16
+	// Key authenticates mesh packets (from a Secret).
+	Key []byte
+	// NetNS, for labs only, opens the node-network sockets (ARP/NDP, mesh)
+	// inside this named network namespace, while the API connection stays
+	// in the speaker's own: one machine can then host several "nodes".
+	NetNS string
+	// Interfaces are announced on when an L2Advertisement names none;
+	// default: the interface holding the node's InternalIP.
+	Interfaces []string
+	Registry   prometheus.Registerer
+}
+
+// Setup adds the speaker to mgr (no leader election: every node runs one).
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	log := ctrl.Log.WithName("speaker")
+	var node corev1.Node
+	if err := mgr.GetAPIReader().Get(ctx, types.NamespacedName{Name: opts.NodeName}, &node); err != nil {
+		return fmt.Errorf("node %q: %w", opts.NodeName, err)
+	}
+	nodeIP, ok := netip.Addr{}, false
+	for _, a := range node.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				nodeIP, ok = ip, true
+				break
+			}
+		}
+	}
+	if !ok {
+		return fmt.Errorf("node %q has no InternalIP in status.addresses", opts.NodeName)
+	}
+	if len(opts.Interfaces) == 0 {
+		var err error
+		opts.Interfaces, err = inNetNS(opts.NetNS, func() ([]string, error) { return interfaceOf(nodeIP) })
+		if err != nil {
+			return err
+		}
+	}
+
+	var meshMetrics *membership.Metrics
+	var l2Metrics *l2.Metrics
+	if opts.Registry != nil {
+		meshMetrics = membership.NewMetrics(opts.Registry)
+		l2Metrics = l2.NewMetrics(opts.Registry)
+	}
+	mesh, err := inNetNS(opts.NetNS, func() (*membership.Mesh, error) {
+		return membership.New(membership.Config{
+			Self: opts.NodeName, Bind: netip.AddrPortFrom(nodeIP, opts.MeshPort), Key: opts.Key,
+			Logger: log.WithName("mesh"), Metrics: meshMetrics,
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("liveness mesh on %s:%d: %w", nodeIP, opts.MeshPort, err)
+	}
+
+	trigger := make(chan event.GenericEvent, 1)
+	poke := func() {
+		select {
+		case trigger <- event.GenericEvent{Object: &corev1.Node{}}:
+		default:
+		}
+	}
+	rec := &Reconciler{
+		Client: mgr.GetClient(), Self: opts.NodeName, Mesh: mesh, MeshPort: opts.MeshPort,
+		Recorder: mgr.GetEventRecorder("ironlb-speaker"), Log: log,
+	}
+	var (
+		mu         sync.Mutex
+		announcers = map[string][]*l2.Announcer{}
+		runCtx     context.Context
+		started    = make(chan struct{})
+	)
+	newAnnouncer := func(iface string) (*l2.Announcer, error) {
+		return inNetNS(opts.NetNS, func() (*l2.Announcer, error) {
+			return l2.NewAnnouncer(iface, l2.Options{
+				Logger:  log.WithName("l2").WithValues("interface", iface),
+				Metrics: l2Metrics,
+				OnConflict: func(ip netip.Addr, mac net.HardwareAddr) {
+					rec.Conflict(ip, mac)
+					poke()
+				},
+			})
+		})
+	}
+	rec.Announcers = func(iface string) (Announcer, error) {
+		<-started
+		mu.Lock()
+		defer mu.Unlock()
+		names := []string{iface}
+		if iface == "" {
+			names = opts.Interfaces
+		}
+		group, ok := announcers[iface]
+		if !ok {
+			for _, n := range names {
+				a, err := newAnnouncer(n)
+				if err != nil {
+					return nil, fmt.Errorf("interface %q: %w", n, err)
+				}
+				go func() {
+					if err := a.Run(runCtx); err != nil && runCtx.Err() == nil {
+						log.Error(err, "announcer stopped", "interface", n)
+					}
+				}()
+				group = append(group, a)
+			}
+			announcers[iface] = group
+		}
+		return multi(group), nil
+	}
+
+	// The mesh and the announcers live as long as the manager.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		runCtx = ctx
+		// Until the first handshakes are done every peer looks dead, and a
+		// restarting speaker would claim every address: announce nothing
+		// before one detection period has passed.
+		time.AfterFunc(membership.DefaultTimeout+membership.DefaultInterval, func() { close(started) })
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-mesh.Changes():
+					poke()
+				}
+			}
+		}()
+		return mesh.Run(ctx)
+	})); err != nil {
+		return err
+	}
+
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "plan"}}}
+	})
+	b := ctrl.NewControllerManagedBy(mgr).Named("speaker").
+		WatchesRawSource(source.Channel(trigger, all)).
+		Watches(&corev1.Service{}, all).
+		Watches(&corev1.Node{}, all).
+		Watches(&discoveryv1.EndpointSlice{}, all)
+	for _, o := range []client.Object{&v1beta1.IPAddressPool{}, &v1beta1.L2Advertisement{}, &v1beta1.BGPPeer{}, &v1beta1.BGPAdvertisement{}, &v1beta1.BFDProfile{}, &v1beta1.Community{}} {
+		b = b.Watches(o, all)
+	}
+	return b.Complete(rec)
+}
+
+// multi fans one desired set out to the announcers of several interfaces.
+type multi []*l2.Announcer
+
+func (m multi) Set(ips []netip.Addr) {
+	for _, a := range m {
+		a.Set(ips)
+	}
+}
+
+func (m multi) Announcing() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range m {
+		out = append(out, a.Announcing()...)
+	}
+	return out
+}
+
+// interfaceOf finds the interface holding ip.
+func interfaceOf(ip netip.Addr) ([]string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	for _, ifi := range ifs {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr() == ip {
+				return []string{ifi.Name}, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("no interface holds the node address %s", ip)
+}
+
+// inNetNS runs fn with the calling thread inside the named network
+// namespace ("" = stay), so sockets fn opens belong to it; the thread is
+// restored afterwards.
+func inNetNS[T any](name string, fn func() (T, error)) (T, error) {
+	var zero T
+	if name == "" {
+		return fn()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return zero, err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		return zero, fmt.Errorf("network namespace %q: %w", name, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return zero, fmt.Errorf("enter network namespace %q: %w", name, err)
+	}
+	defer func() { _ = netns.Set(orig) }()
+	return fn()
+}

@@ -1,0 +1,266 @@
+// Package e2e runs ironlb for real: a real API server, the controller, and
+// speaker processes whose node-network sockets live in network namespaces
+// acting as nodes on one LAN, with a client host on the same LAN.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/arp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/labkit"
+	"github.com/ironlb/ironlb/test/netlab"
+)
+
+// cluster is one e2e bed.
+type cluster struct {
+	t        *testing.T
+	env      *apiserver.Env
+	c        client.Client
+	lab      *netlab.Lab
+	speakers map[string]*labkit.Speaker
+	dir      string
+	ctx      context.Context
+}
+
+func newCluster(t *testing.T, nodes ...string) *cluster {
+	t.Helper()
+	if err := netlab.Check(); err != nil {
+		t.Fatalf("e2e needs network namespaces: %v", err)
+	}
+	root, _ := apiserver.Root()
+	for _, b := range []string{"speaker", "controller"} {
+		if _, err := os.Stat(filepath.Join(root, "bin", b)); err != nil {
+			t.Fatalf("bin/%s missing: run `make build`", b)
+		}
+	}
+	prefix := fmt.Sprintf("ilbe%d-", os.Getpid()%100000)
+	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	env := apiserver.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cl := &cluster{t: t, env: env, c: env.Client, lab: lab, speakers: map[string]*labkit.Speaker{}, dir: t.TempDir(), ctx: ctx}
+	for _, n := range nodes {
+		cl.addNode(n)
+	}
+	// The controller, in-process.
+	cfg := rest.CopyConfig(env.Config)
+	controller.TuneRESTConfig(cfg)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	if err := os.WriteFile(filepath.Join(cl.dir, "kubeconfig"), env.KubeConfig(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cl.dir, "mesh.key"), []byte("e2e-test-mesh-key-0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		cl.startSpeaker(n)
+	}
+	return cl
+}
+
+func (cl *cluster) addNode(name string) {
+	if err := labkit.CreateNode(cl.ctx, cl.c, name, cl.lab.Hosts[name]); err != nil {
+		cl.t.Fatal(err)
+	}
+}
+
+func (cl *cluster) startSpeaker(name string) {
+	root, _ := apiserver.Root()
+	s, err := labkit.StartSpeaker(root, cl.dir, name, cl.lab.Hosts[name], filepath.Join(cl.dir, "kubeconfig"), filepath.Join(cl.dir, "mesh.key"))
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	cl.speakers[name] = s
+	cl.t.Cleanup(func() {
+		s.Kill()
+		if cl.t.Failed() {
+			b, _ := os.ReadFile(s.Log)
+			cl.t.Logf("speaker %s log:\n%s", name, tail(string(b), 3000))
+		}
+	})
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func (cl *cluster) l2Setup(addrs ...v1beta1.AddressRange) {
+	if err := cl.c.Create(cl.ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: addrs}}); err != nil {
+		cl.t.Fatal(err)
+	}
+	if err := cl.c.Create(cl.ctx, &v1beta1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lan"}}); err != nil {
+		cl.t.Fatal(err)
+	}
+}
+
+func (cl *cluster) service(name string) netip.Addr {
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if err := cl.c.Create(cl.ctx, s); err != nil {
+		cl.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		_ = cl.c.Get(cl.ctx, types.NamespacedName{Namespace: "default", Name: name}, s)
+		if len(s.Status.LoadBalancer.Ingress) > 0 {
+			return netip.MustParseAddr(s.Status.LoadBalancer.Ingress[0].IP)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cl.t.Fatalf("service %s got no address", name)
+	return netip.Addr{}
+}
+
+// resolve asks for ip's MAC from the client host, like a router would.
+func (cl *cluster) resolve(ip netip.Addr, timeout time.Duration) (net.HardwareAddr, error) {
+	return netlab.InNS(cl.lab.Hosts["client"].Name, func() (net.HardwareAddr, error) {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return nil, err
+		}
+		c, err := arp.Dial(ifi)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+			return nil, err
+		}
+		return c.Resolve(ip)
+	})
+}
+
+// owner returns the node whose MAC answers for ip.
+func (cl *cluster) owner(ip netip.Addr) (string, error) {
+	mac, err := cl.resolve(ip, 300*time.Millisecond)
+	if err != nil {
+		return "", err
+	}
+	for n, h := range cl.lab.Hosts {
+		if h.MAC.String() == mac.String() {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("unknown MAC %s answers for %s", mac, ip)
+}
+
+func (cl *cluster) waitOwner(ip netip.Addr, timeout time.Duration, not string) string {
+	cl.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		o, err := cl.owner(ip)
+		if err == nil && o != not {
+			return o
+		}
+		last = err
+	}
+	cl.t.Fatalf("nobody (other than %q) answers ARP for %s within %s: %v", not, ip, timeout, last)
+	return ""
+}
+
+// watchGratuitous reports the time the first ARP reply or gratuitous ARP
+// for ip from a MAC other than old arrives at the client.
+func (cl *cluster) watchGratuitous(ip netip.Addr, old net.HardwareAddr, timeout time.Duration) (<-chan time.Time, func()) {
+	got := make(chan time.Time, 1)
+	c, err := netlab.InNS(cl.lab.Hosts["client"].Name, func() (*arp.Client, error) {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return nil, err
+		}
+		return arp.Dial(ifi)
+	})
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	go func() {
+		for {
+			p, _, err := c.Read()
+			if err != nil {
+				return
+			}
+			if p.SenderIP == ip && p.SenderHardwareAddr.String() != old.String() {
+				got <- time.Now()
+				return
+			}
+		}
+	}()
+	return got, func() { _ = c.Close() }
+}
+
+func TestL2AnnounceAndFailover(t *testing.T) {
+	cl := newCluster(t, "node1", "node2", "node3")
+	cl.l2Setup("198.18.0.200-198.18.0.220")
+	ip := cl.service("web")
+	first := cl.waitOwner(ip, 10*time.Second, "")
+	t.Logf("%s announced by %s", ip, first)
+	// Stable: every resolve gives the same owner.
+	for range 5 {
+		if o, err := cl.owner(ip); err != nil || o != first {
+			t.Fatalf("owner flapped: %s %v", o, err)
+		}
+	}
+	// Crash the owner: speaker SIGKILL and its link down.
+	oldMAC := cl.lab.Hosts[first].MAC
+	gratuitous, stop := cl.watchGratuitous(ip, oldMAC, 10*time.Second)
+	defer stop()
+	start := time.Now()
+	cl.speakers[first].Kill()
+	if _, err := cl.lab.Hosts[first].In("ip", "link", "set", "eth0", "down"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-gratuitous:
+		t.Logf("crash failover: gratuitous ARP from the new owner after %s", at.Sub(start))
+		if d := at.Sub(start); d > 2*time.Second {
+			t.Errorf("failover took %s", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no new owner announced within 10s")
+	}
+	second := cl.waitOwner(ip, 5*time.Second, first)
+	if second == first {
+		t.Fatal("still the dead node")
+	}
+}

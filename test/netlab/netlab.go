@@ -1,0 +1,191 @@
+// Package netlab builds the project's own test hosts: network namespaces
+// on one bridge acting as nodes and clients of a LAN, with iproute2. Every
+// namespace it creates is removed by Close, also after a failure; names
+// carry a prefix so leftovers of a killed run can be found and removed
+// (Cleanup).
+package netlab
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netns"
+)
+
+// Host is one namespace attached to the LAN.
+type Host struct {
+	Name   string // namespace name
+	Link   string // its interface on the LAN
+	IPv4   netip.Prefix
+	IPv6   netip.Prefix
+	MAC    net.HardwareAddr
+	parent *Lab
+}
+
+// Lab is a LAN: a bridge in its own namespace and the hosts on it.
+type Lab struct {
+	Prefix string
+	Hosts  map[string]*Host
+	bridge string // namespace holding the bridge
+	made   []string
+}
+
+// Check says in one sentence why labs cannot run here, or nil.
+func Check() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("network namespaces need root: run as root (sudo)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("the `ip` command (Debian package iproute2) is missing: apt-get install -y iproute2")
+	}
+	if out, err := exec.Command("ip", "netns", "list").CombinedOutput(); err != nil {
+		return fmt.Errorf("this kernel or sandbox has no network namespace support: %s", strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Run runs a command and returns its combined output.
+func Run(args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// In runs a command inside a host's namespace.
+func (h *Host) In(args ...string) (string, error) {
+	return Run(append([]string{"ip", "netns", "exec", h.Name}, args...)...)
+}
+
+// New makes a LAN (IPv4 subnet v4, IPv6 subnet v6) with the named hosts,
+// host i getting address number base+i in both subnets.
+func New(prefix string, v4, v6 netip.Prefix, base int, names ...string) (*Lab, error) {
+	if err := Check(); err != nil {
+		return nil, err
+	}
+	l := &Lab{Prefix: prefix, Hosts: map[string]*Host{}, bridge: prefix + "lan"}
+	if err := l.build(v4, v6, base, names); err != nil {
+		_ = l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lab) addNS(name string) error {
+	if _, err := Run("ip", "netns", "add", name); err != nil {
+		return err
+	}
+	l.made = append(l.made, name)
+	_, err := Run("ip", "-n", name, "link", "set", "lo", "up")
+	return err
+}
+
+func (l *Lab) build(v4, v6 netip.Prefix, base int, names []string) error {
+	if err := l.addNS(l.bridge); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{"ip", "-n", l.bridge, "link", "add", "br0", "type", "bridge"},
+		{"ip", "-n", l.bridge, "link", "set", "br0", "up"},
+		{"ip", "netns", "exec", l.bridge, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"},
+	}
+	for _, s := range steps {
+		if _, err := Run(s...); err != nil {
+			return err
+		}
+	}
+	for i, n := range names {
+		h := &Host{Name: l.Prefix + n, Link: "eth0", parent: l}
+		if err := l.addNS(h.Name); err != nil {
+			return err
+		}
+		a4 := nth(v4.Addr(), base+i)
+		a6 := nth(v6.Addr(), base+i)
+		h.IPv4 = netip.PrefixFrom(a4, v4.Bits())
+		h.IPv6 = netip.PrefixFrom(a6, v6.Bits())
+		peer := fmt.Sprintf("v%d", i)
+		for _, s := range [][]string{
+			{"ip", "-n", h.Name, "link", "add", "eth0", "type", "veth", "peer", "name", peer, "netns", l.bridge},
+			{"ip", "-n", l.bridge, "link", "set", peer, "master", "br0", "up"},
+			{"ip", "netns", "exec", h.Name, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"},
+			{"ip", "netns", "exec", h.Name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"},
+			{"ip", "-n", h.Name, "addr", "add", h.IPv4.String(), "dev", "eth0"},
+			{"ip", "-n", h.Name, "addr", "add", h.IPv6.String(), "dev", "eth0", "nodad"},
+			{"ip", "-n", h.Name, "link", "set", "eth0", "up"},
+		} {
+			if _, err := Run(s...); err != nil {
+				return err
+			}
+		}
+		ifi, err := InNS(h.Name, func() (*net.Interface, error) { return net.InterfaceByName("eth0") })
+		if err != nil {
+			return err
+		}
+		h.MAC = ifi.HardwareAddr
+		l.Hosts[n] = h
+	}
+	return nil
+}
+
+func nth(a netip.Addr, n int) netip.Addr {
+	for range n {
+		a = a.Next()
+	}
+	return a
+}
+
+// Close removes every namespace the lab made (links go with them).
+func (l *Lab) Close() error {
+	var errs []string
+	for i := len(l.made) - 1; i >= 0; i-- {
+		if out, err := Run("ip", "netns", "del", l.made[i]); err != nil {
+			errs = append(errs, strings.TrimSpace(out))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("remove namespaces: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Cleanup removes leftover namespaces whose names start with prefix.
+func Cleanup(prefix string) {
+	out, _ := Run("ip", "netns", "list")
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], prefix) {
+			_, _ = Run("ip", "netns", "del", f[0])
+		}
+	}
+}
+
+// InNS runs fn on a thread inside the named namespace; sockets fn opens
+// stay in that namespace.
+func InNS[T any](name string, fn func() (T, error)) (T, error) {
+	var zero T
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return zero, err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		return zero, fmt.Errorf("namespace %q: %w", name, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return zero, err
+	}
+	defer func() { _ = netns.Set(orig) }()
+	return fn()
+}
