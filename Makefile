@@ -33,7 +33,7 @@ helm:
 
 vet:
 	$(GO) vet ./...
-	$(GO) vet -tags bench ./test/bench/
+	$(GO) vet -tags bench ./test/bench/ ./test/e2e/
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -52,6 +52,9 @@ bench-ipam:
 
 bench-controller: k8s-binaries
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-report=$(CURDIR)/bin/bench-controller.txt
+
+bench-failover: k8s-binaries build
+	$(GO) test -tags bench -count=1 -timeout 20m -run '^TestBenchFailover$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}
 
 IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
 image:

@@ -1,0 +1,51 @@
+//go:build bench
+
+package e2e
+
+import (
+	"flag"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+)
+
+var failoverRuns = flag.Int("failover-runs", 20, "crash failovers to measure")
+
+// TestBenchFailover crashes the announcing node (speaker SIGKILL and its
+// link down) again and again and measures the time until the client sees
+// the new owner's gratuitous ARP. Run with `make bench-failover`.
+func TestBenchFailover(t *testing.T) {
+	cl := newCluster(t, "node1", "node2", "node3")
+	cl.l2Setup("198.18.0.200-198.18.0.220")
+	ip := cl.service("web")
+	var samples []time.Duration
+	for i := range *failoverRuns {
+		owner := cl.waitOwner(ip, 10*time.Second, "")
+		time.Sleep(700 * time.Millisecond) // let the mesh settle after the last restart
+		gratuitous, stop := cl.watchGratuitous(ip, cl.lab.Hosts[owner].MAC, 10*time.Second)
+		start := time.Now()
+		cl.speakers[owner].Kill()
+		if _, err := cl.lab.Hosts[owner].In("ip", "link", "set", "eth0", "down"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case at := <-gratuitous:
+			samples = append(samples, at.Sub(start))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: no failover from %s", i, owner)
+		}
+		stop()
+		// Bring the node back for the next round.
+		if _, err := cl.lab.Hosts[owner].In("ip", "link", "set", "eth0", "up"); err != nil {
+			t.Fatal(err)
+		}
+		cl.startSpeaker(owner)
+	}
+	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+	p := func(q float64) time.Duration { return samples[int(q*float64(len(samples)-1)+0.5)] }
+	msg := fmt.Sprintf("crash failover (SIGKILL + link down -> gratuitous ARP at the client), %d runs: p50 %s, p90 %s, p99 %s, max %s",
+		len(samples), p(.5).Round(time.Millisecond), p(.9).Round(time.Millisecond), p(.99).Round(time.Millisecond), samples[len(samples)-1].Round(time.Millisecond))
+	t.Log(msg)
+	fmt.Println(msg)
+}
