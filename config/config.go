@@ -89,10 +89,10 @@ func (p *Pool) Admits(ns string, nsLabels, svcLabels labels.Set) bool {
 		return true
 	}
 	nsOK := len(p.Namespaces) == 0 && len(p.NamespaceSelectors) == 0
-	if slices.Contains(p.Namespaces, ns) || anyMatch(p.NamespaceSelectors, nsLabels) {
+	if slices.Contains(p.Namespaces, ns) || MatchesAny(p.NamespaceSelectors, nsLabels) {
 		nsOK = true
 	}
-	svcOK := len(p.ServiceSelectors) == 0 || anyMatch(p.ServiceSelectors, svcLabels)
+	svcOK := len(p.ServiceSelectors) == 0 || MatchesAny(p.ServiceSelectors, svcLabels)
 	return nsOK && svcOK
 }
 
@@ -106,7 +106,8 @@ func (p *Pool) Contains(ip netip.Addr) bool {
 	return false
 }
 
-func anyMatch(sels []labels.Selector, set labels.Set) bool {
+// MatchesAny tells whether set matches at least one of sels.
+func MatchesAny(sels []labels.Selector, set labels.Set) bool {
 	for _, s := range sels {
 		if s.Matches(set) {
 			return true
@@ -499,7 +500,7 @@ func resolvePools(kind, name string, names []v1beta1.PoolName, sels []metav1.Lab
 	}
 	parsed, ok := selectors(kind, name, "spec.ipAddressPoolSelectors", sels, ps)
 	for pool, l := range poolLabels {
-		if anyMatch(parsed, l) {
+		if MatchesAny(parsed, l) {
 			out[pool] = true
 		}
 	}

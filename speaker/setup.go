@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/internal/netnsrun"
 	"github.com/ironlb/ironlb/l2"
 	"github.com/ironlb/ironlb/speaker/membership"
 )
@@ -65,7 +64,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	if len(opts.Interfaces) == 0 {
 		var err error
-		opts.Interfaces, err = inNetNS(opts.NetNS, func() ([]string, error) { return interfaceOf(nodeIP) })
+		opts.Interfaces, err = netnsrun.In(opts.NetNS, func() ([]string, error) { return interfaceOf(nodeIP) })
 		if err != nil {
 			return err
 		}
@@ -77,7 +76,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		meshMetrics = membership.NewMetrics(opts.Registry)
 		l2Metrics = l2.NewMetrics(opts.Registry)
 	}
-	mesh, err := inNetNS(opts.NetNS, func() (*membership.Mesh, error) {
+	mesh, err := netnsrun.In(opts.NetNS, func() (*membership.Mesh, error) {
 		return membership.New(membership.Config{
 			Self: opts.NodeName, Bind: netip.AddrPortFrom(nodeIP, opts.MeshPort), Key: opts.Key,
 			Logger: log.WithName("mesh"), Metrics: meshMetrics,
@@ -105,7 +104,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		started    = make(chan struct{})
 	)
 	newAnnouncer := func(iface string) (*l2.Announcer, error) {
-		return inNetNS(opts.NetNS, func() (*l2.Announcer, error) {
+		return netnsrun.In(opts.NetNS, func() (*l2.Announcer, error) {
 			return l2.NewAnnouncer(iface, l2.Options{
 				Logger:  log.WithName("l2").WithValues("interface", iface),
 				Metrics: l2Metrics,
@@ -214,31 +213,4 @@ func interfaceOf(ip netip.Addr) ([]string, error) {
 		}
 	}
 	return nil, fmt.Errorf("no interface holds the node address %s", ip)
-}
-
-// inNetNS runs fn with the calling thread inside the named network
-// namespace ("" = stay), so sockets fn opens belong to it; the thread is
-// restored afterwards.
-func inNetNS[T any](name string, fn func() (T, error)) (T, error) {
-	var zero T
-	if name == "" {
-		return fn()
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return zero, err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return zero, fmt.Errorf("network namespace %q: %w", name, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return zero, fmt.Errorf("enter network namespace %q: %w", name, err)
-	}
-	defer func() { _ = netns.Set(orig) }()
-	return fn()
 }

@@ -8,17 +8,12 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/internal/app"
 )
 
 // version is stamped at build time (-ldflags -X main.version=...).
@@ -49,11 +44,8 @@ func run() error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := v1beta1.AddToScheme(scheme); err != nil {
+	scheme, err := app.Scheme()
+	if err != nil {
 		return err
 	}
 	cfg, err := ctrl.GetConfig()
@@ -64,10 +56,7 @@ func run() error {
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	cfg.UserAgent = "ironlb-controller/" + version
 
-	metricsOpts := metricsserver.Options{BindAddress: *metricsAddr, SecureServing: !*insecureMetrics}
-	if !*insecureMetrics {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
-	}
+	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics)
 	leaseDuration, renew, retry := 15*time.Second, 10*time.Second, 2*time.Second
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
@@ -91,10 +80,7 @@ func run() error {
 	}); err != nil {
 		return err
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+	if err := app.AddProbes(mgr); err != nil {
 		return err
 	}
 	log.Info("starting", "version", version, "defaultClass", *defaultClass, "workers", *workers)

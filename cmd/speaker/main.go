@@ -9,17 +9,12 @@ import (
 	"os"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/speaker"
 )
 
@@ -59,11 +54,8 @@ func run() error {
 		return fmt.Errorf("mesh key in %s is %d bytes; at least 16 are needed", *keyFile, len(key))
 	}
 
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := v1beta1.AddToScheme(scheme); err != nil {
+	scheme, err := app.Scheme()
+	if err != nil {
 		return err
 	}
 	cfg, err := ctrl.GetConfig()
@@ -72,10 +64,7 @@ func run() error {
 	}
 	controller.TuneRESTConfig(cfg)
 	cfg.UserAgent = "ironlb-speaker/" + version
-	metricsOpts := metricsserver.Options{BindAddress: *metricsAddr, SecureServing: !*insecureMetrics}
-	if !*insecureMetrics {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
-	}
+	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsOpts, HealthProbeBindAddress: *probeAddr})
 	if err != nil {
 		return err
@@ -91,10 +80,7 @@ func run() error {
 	}); err != nil {
 		return err
 	}
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+	if err := app.AddProbes(mgr); err != nil {
 		return err
 	}
 	ctrl.Log.Info("speaker starting", "version", version, "node", *nodeName)

@@ -110,7 +110,7 @@ func PlanL2(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo) L2Plan {
 			for _, adv := range advs {
 				match := func(n Node) bool { return true }
 				if len(adv.NodeSelectors) > 0 {
-					match = func(n Node) bool { return anyMatch(adv.NodeSelectors, nodeLabels[n.Name]) }
+					match = func(n Node) bool { return config.MatchesAny(adv.NodeSelectors, nodeLabels[n.Name]) }
 				}
 				var local func(string) bool
 				if s.Local {
@@ -204,21 +204,12 @@ func matchingL2(cfg *config.Config, s ServiceInfo) []*config.L2Advertisement {
 		if adv.Pools != nil && !adv.Pools[s.Pool] {
 			continue
 		}
-		if len(adv.ServiceSelectors) > 0 && !anyMatch(adv.ServiceSelectors, s.Labels) {
+		if len(adv.ServiceSelectors) > 0 && !config.MatchesAny(adv.ServiceSelectors, s.Labels) {
 			continue
 		}
 		out = append(out, adv)
 	}
 	return out
-}
-
-func anyMatch(sels []labels.Selector, set labels.Set) bool {
-	for _, s := range sels {
-		if s.Matches(set) {
-			return true
-		}
-	}
-	return false
 }
 
 func plainNodes(nodes []NodeInfo) []Node {

@@ -12,10 +12,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 
-	"github.com/vishvananda/netns"
+	"github.com/ironlb/ironlb/internal/netnsrun"
 )
 
 // Host is one namespace attached to the LAN.
@@ -169,23 +168,4 @@ func Cleanup(prefix string) {
 
 // InNS runs fn on a thread inside the named namespace; sockets fn opens
 // stay in that namespace.
-func InNS[T any](name string, fn func() (T, error)) (T, error) {
-	var zero T
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return zero, err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return zero, fmt.Errorf("namespace %q: %w", name, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return zero, err
-	}
-	defer func() { _ = netns.Set(orig) }()
-	return fn()
-}
+func InNS[T any](name string, fn func() (T, error)) (T, error) { return netnsrun.In(name, fn) }
