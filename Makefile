@@ -15,7 +15,7 @@ lab-down:
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 
-.PHONY: helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
+.PHONY: chaos bench-failover helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
 
 all: build
 
@@ -55,6 +55,10 @@ bench-controller: k8s-binaries
 
 bench-failover: k8s-binaries build
 	$(GO) test -tags bench -count=1 -timeout 20m -run '^TestBenchFailover$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}
+
+# chaos: the long fault runs (the default suite runs the same tests short).
+chaos: k8s-binaries build
+	$(GO) test -count=1 -timeout 20m -run '^TestAPIServerOutage$$' -v ./test/e2e/ -args -outage=60s
 
 IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
 image:
