@@ -132,9 +132,13 @@ type Announcer struct {
 // entry is one desired IP. Its goroutine (manage) drives it through probing
 // and announcing; the read loops only read its phase and post claims.
 type entry struct {
-	ip     netip.Addr
-	phase  phase              // guarded by Announcer.mu
-	cancel context.CancelFunc // set when its goroutine starts
+	ip    netip.Addr
+	phase phase // guarded by Announcer.mu
+	// takeover skips the first probe: the IP was announced by a peer that
+	// is known to be gone, so nobody should answer, and waiting for the
+	// probe would only lengthen the failover.
+	takeover bool
+	cancel   context.CancelFunc // set when its goroutine starts
 	// claims carries foreign claims from the read loops to manage. One
 	// slot: while manage is busy, further claims are redundant.
 	claims chan claim
@@ -263,7 +267,14 @@ func (a *Announcer) Run(ctx context.Context) error {
 // Set returns (a request being processed at that very moment may still get
 // its answer). IPv4-mapped IPv6 addresses count as IPv4; unspecified,
 // loopback, multicast and link-local addresses are ignored with a log line.
-func (a *Announcer) Set(ips []netip.Addr) {
+func (a *Announcer) Set(ips []netip.Addr) { a.SetWithTakeover(ips, nil) }
+
+// SetWithTakeover is Set where the new IPs for which takeover returns true
+// are announced at once, without the probe: the caller knows the previous
+// owner is gone (a dead or departed peer), so the probe can only cost
+// time. Should that be wrong, the conflict is still seen and reported
+// while announcing (OnConflict).
+func (a *Announcer) SetWithTakeover(ips []netip.Addr, takeover func(netip.Addr) bool) {
 	want := make(map[netip.Addr]struct{}, len(ips))
 	for _, ip := range ips {
 		ip = ip.Unmap().WithZone("")
@@ -292,7 +303,7 @@ func (a *Announcer) Set(ips []netip.Addr) {
 		if _, ok := a.entries[ip]; ok {
 			continue
 		}
-		e := &entry{ip: ip, claims: make(chan claim, 1)}
+		e := &entry{ip: ip, claims: make(chan claim, 1), takeover: takeover != nil && takeover(ip)}
 		a.entries[ip] = e
 		if a.runCtx != nil {
 			a.startLocked(e)
@@ -443,7 +454,11 @@ func (a *Announcer) probe(ctx context.Context, e *entry) (c claim, free bool) {
 	case <-e.claims:
 	default:
 	}
-	if a.opts.ProbeTimeout < 0 {
+	a.mu.Lock()
+	skip := e.takeover
+	e.takeover = false // a later probe (after a conflict) is a real one
+	a.mu.Unlock()
+	if a.opts.ProbeTimeout < 0 || skip {
 		return claim{}, true
 	}
 	a.sendProbe(e.ip)

@@ -622,3 +622,33 @@ func TestCloseStopsRun(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// A takeover from a peer known gone skips the probe: the first frame is
+// the gratuitous ARP, well before ProbeTimeout.
+func TestTakeoverSkipsProbe(t *testing.T) {
+	tn := newTestNet(t)
+	opts := testOptions(t)
+	a := startAnnouncer(t, tn, opts)
+	peer := newARPPeer(t, tn)
+
+	setAt := time.Now()
+	a.SetWithTakeover([]netip.Addr{vip4}, func(netip.Addr) bool { return true })
+	s, ok := peer.next(time.Second, func(p *arp.Packet) bool {
+		return isProbeFor(vip4)(p) || isGratuitousFor(vip4, tn.nodeMAC)(p)
+	})
+	if !ok {
+		t.Fatal("nothing announced")
+	}
+	if isProbeFor(vip4)(s.pkt) {
+		t.Fatal("a takeover was probed first")
+	}
+	if d := s.at.Sub(setAt); d >= opts.ProbeTimeout {
+		t.Errorf("first gratuitous ARP %v after SetWithTakeover, want well under ProbeTimeout %v", d, opts.ProbeTimeout)
+	}
+	// A later re-acquisition (release, then a plain Set) probes again.
+	a.Set(nil)
+	a.Set([]netip.Addr{vip4})
+	if _, ok := peer.next(time.Second, isProbeFor(vip4)); !ok {
+		t.Fatal("a plain Set did not probe")
+	}
+}

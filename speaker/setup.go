@@ -181,9 +181,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 // multi fans one desired set out to the announcers of several interfaces.
 type multi []*l2.Announcer
 
-func (m multi) Set(ips []netip.Addr) {
+func (m multi) SetWithTakeover(ips []netip.Addr, takeover func(netip.Addr) bool) {
 	for _, a := range m {
-		a.Set(ips)
+		a.SetWithTakeover(ips, takeover)
 	}
 }
 

@@ -37,7 +37,9 @@ const ExcludeLabel = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 // Announcer is what the speaker needs from a layer-2 announcer.
 type Announcer interface {
-	Set(ips []netip.Addr)
+	// SetWithTakeover announces ips; new ones for which takeover is true
+	// skip the probe (their previous owner is known gone).
+	SetWithTakeover(ips []netip.Addr, takeover func(netip.Addr) bool)
 	Announcing() []netip.Addr
 }
 
@@ -63,6 +65,9 @@ type Reconciler struct {
 	mu        sync.Mutex
 	conflicts map[netip.Addr]net.HardwareAddr
 	active    map[string]bool // interfaces with a non-empty set last time
+	// owners is the previous plan's owner of each address: an address
+	// whose owner is now dead is a takeover, announced without a probe.
+	owners map[netip.Addr]string
 }
 
 // Conflict records an address another host claims; the next pass reports
@@ -109,6 +114,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 
 	mine := plan.ForNode(r.Self)
 	r.mu.Lock()
+	prevOwners := r.owners
+	r.owners = make(map[netip.Addr]string, len(plan.Addresses))
+	for ip, a := range plan.Addresses {
+		r.owners[ip] = a.Node
+	}
 	prevActive := r.active
 	r.active = map[string]bool{}
 	for iface := range mine {
@@ -126,7 +136,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			r.Log.Error(err, "no announcer", "interface", iface)
 			continue
 		}
-		a.Set(ips)
+		a.SetWithTakeover(ips, func(ip netip.Addr) bool {
+			prev, ok := prevOwners[ip]
+			return ok && prev != r.Self && !alive[prev]
+		})
 	}
 	r.writeConditions(ctx, svcList.Items, plan, alive)
 	return ctrl.Result{}, nil
