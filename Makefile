@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s
 
-lab: k8s-binaries helm build
+lab: deps k8s-binaries helm build
 	$(GO) run ./lab
 
 lab-down:
@@ -15,7 +15,7 @@ lab-down:
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 
-.PHONY: chaos bench-failover helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
+.PHONY: deps chaos bench-failover helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
 
 all: build
 
@@ -28,6 +28,12 @@ generate:
 k8s-binaries:
 	hack/k8s-binaries.sh
 
+# deps: the Debian tools the network tests and the lab drive (present on
+# the base image, installed if not).
+deps:
+	@command -v ip >/dev/null && command -v pgrep >/dev/null && command -v sysctl >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq iproute2 procps)
+
 helm:
 	hack/helm.sh
 
@@ -39,7 +45,7 @@ lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test: everything CI runs. Builds the Kubernetes test binaries first.
-test: k8s-binaries helm lint build
+test: deps k8s-binaries helm lint build
 	$(GO) run ./lab -oneshot
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 10000x ./ipam
