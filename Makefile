@@ -48,7 +48,7 @@ lint: vet
 test: deps k8s-binaries helm lint build
 	$(GO) run ./lab -oneshot
 	$(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 10000x ./ipam
+	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 5000x ./ipam
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzARPPacket -fuzztime 100000x ./l2
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzNDP -fuzztime 100000x ./l2
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzDecode -fuzztime 100000x ./speaker/membership
