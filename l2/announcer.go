@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netns"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
@@ -109,6 +111,12 @@ type Announcer struct {
 	log  logr.Logger
 
 	arp *packet.Conn
+	// netns is the network namespace the sockets were opened in. NDP
+	// sends name the interface as a zone, which the Go runtime resolves to
+	// an index in the calling thread's namespace: a caller that opened the
+	// announcer inside another namespace (labs, tests) would get another
+	// interface's index there, so sends switch to this one first.
+	netns netns.NsHandle
 	// ndp is nil when the interface has no usable IPv6 link-local address;
 	// ndpErr then says why, and IPv6 IPs are not announced.
 	ndp     *ndp.Conn
@@ -172,6 +180,7 @@ func NewAnnouncer(ifname string, opts Options) (*Announcer, error) {
 	}
 	opts = opts.withDefaults()
 	a := &Announcer{
+		netns:   currentNetNS(),
 		ifi:     ifi,
 		mac:     ifi.HardwareAddr,
 		opts:    opts,
@@ -346,6 +355,9 @@ func (a *Announcer) Close() error {
 	err := a.arp.Close()
 	if a.ndp != nil {
 		err = errors.Join(err, a.ndp.Close())
+	}
+	if a.netns.IsOpen() {
+		_ = a.netns.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("interface %q: close: %w", a.ifi.Name, err)
@@ -536,7 +548,7 @@ func (a *Announcer) sendProbe(ip netip.Addr) {
 	} else {
 		var snm netip.Addr
 		if snm, err = ndp.SolicitedNodeMulticast(ip); err == nil {
-			err = a.ndp.WriteTo(ndpProbe(a.mac, ip), nil, snm)
+			err = a.writeNDP(ndpProbe(a.mac, ip), nil, snm)
 		}
 	}
 	if err != nil {
@@ -554,7 +566,7 @@ func (a *Announcer) sendGratuitous(ip netip.Addr) {
 		}
 	} else {
 		proto = protoNDP
-		err = a.ndp.WriteTo(ndpAnnouncement(a.mac, ip), nil, allNodes)
+		err = a.writeNDP(ndpAnnouncement(a.mac, ip), nil, allNodes)
 	}
 	if err != nil {
 		a.log.Error(err, "send gratuitous announcement", "ip", ip.String())
@@ -676,7 +688,7 @@ func (a *Announcer) handleNDP(msg []byte, src netip.Addr, hopLimit int) {
 	if d.reply == nil {
 		return
 	}
-	err := a.ndp.WriteTo(d.reply, nil, d.dst)
+	err := a.writeNDP(d.reply, nil, d.dst)
 	if err != nil && d.dst != allNodes {
 		// Typically no route to the solicitor's source (a global address
 		// in a prefix this node has no address in). An unsolicited
@@ -685,7 +697,7 @@ func (a *Announcer) handleNDP(msg []byte, src netip.Addr, hopLimit int) {
 		a.log.V(1).Info("unicast neighbor advertisement failed, multicasting it", "to", d.dst.String(), "error", err.Error())
 		na := *d.reply
 		na.Solicited = false
-		err = a.ndp.WriteTo(&na, nil, allNodes)
+		err = a.writeNDP(&na, nil, allNodes)
 	}
 	if err != nil {
 		a.log.Error(err, "send neighbor advertisement", "to", d.dst.String())
@@ -716,4 +728,35 @@ func (a *Announcer) readError(ctx context.Context, proto string, err error) (sto
 	default:
 		return true, fmt.Errorf("interface %q: read %s: %w", a.ifi.Name, proto, err)
 	}
+}
+
+// currentNetNS returns the calling thread's network namespace, or a
+// closed handle if it cannot be read (sends then stay where they run).
+func currentNetNS() netns.NsHandle {
+	h, err := netns.Get()
+	if err != nil {
+		return netns.None()
+	}
+	return h
+}
+
+// writeNDP sends an NDP message from the namespace the socket lives in.
+func (a *Announcer) writeNDP(m ndp.Message, cm *ipv6.ControlMessage, dst netip.Addr) error {
+	if !a.netns.IsOpen() {
+		return a.ndp.WriteTo(m, cm, dst)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cur, err := netns.Get()
+	if err != nil {
+		return a.ndp.WriteTo(m, cm, dst)
+	}
+	defer cur.Close()
+	if !cur.Equal(a.netns) {
+		if err := netns.Set(a.netns); err != nil {
+			return fmt.Errorf("enter the announcer's network namespace: %w", err)
+		}
+		defer func() { _ = netns.Set(cur) }()
+	}
+	return a.ndp.WriteTo(m, cm, dst)
 }

@@ -66,7 +66,10 @@ type Reconciler struct {
 	conflicts map[netip.Addr]net.HardwareAddr
 	active    map[string]bool // interfaces with a non-empty set last time
 	// owners is the previous plan's owner of each address: an address
-	// whose owner is now dead is a takeover, announced without a probe.
+	// another speaker owned is a takeover, announced without a probe. If
+	// that speaker is dead there is nobody to ask; if it is alive it
+	// computes the same plan and releases the address within moments, and
+	// a probe would only see its last answers and back off for seconds.
 	owners map[netip.Addr]string
 }
 
@@ -138,8 +141,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		}
 		a.SetWithTakeover(ips, func(ip netip.Addr) bool {
 			prev, ok := prevOwners[ip]
-			return ok && prev != r.Self && !alive[prev]
+			return ok && prev != r.Self
 		})
+		// A conflict is over once the address is announced again (or
+		// no longer ours).
+		announcing := a.Announcing()
+		r.mu.Lock()
+		for ip := range r.conflicts {
+			if slices.Contains(announcing, ip) || !slices.Contains(ips, ip) {
+				delete(r.conflicts, ip)
+			}
+		}
+		r.mu.Unlock()
 	}
 	r.writeConditions(ctx, svcList.Items, plan, alive)
 	return ctrl.Result{}, nil

@@ -93,7 +93,10 @@ func (l *Lab) build(v4, v6 netip.Prefix, base int, names []string) error {
 		return err
 	}
 	steps := [][]string{
-		{"ip", "-n", l.bridge, "link", "add", "br0", "type", "bridge"},
+		// No multicast snooping: IPv6 neighbour solicitations go to
+		// solicited-node groups, and a snooping bridge without a querier
+		// may not forward them to the member that answers.
+		{"ip", "-n", l.bridge, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"},
 		{"ip", "-n", l.bridge, "link", "set", "br0", "up"},
 		{"ip", "netns", "exec", l.bridge, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"},
 	}
