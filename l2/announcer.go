@@ -131,6 +131,7 @@ type Announcer struct {
 	runCtx  context.Context       // non-nil while Run serves; guarded by mu
 	ran     bool                  // guarded by mu
 	closed  bool                  // guarded by mu
+	leaving bool                  // guarded by mu; see Handover
 	wg      sync.WaitGroup        // one per running entry goroutine
 
 	groupMu sync.Mutex
@@ -519,6 +520,16 @@ func (a *Announcer) announce(ctx context.Context, log logr.Logger, e *entry, pro
 				tick = nil
 			}
 		case c := <-e.claims:
+			if a.isLeaving() {
+				// The new owner announced: withdraw, do not defend.
+				a.mu.Lock()
+				if a.entries[e.ip] == e {
+					delete(a.entries, e.ip)
+				}
+				a.mu.Unlock()
+				log.Info("handed over", "newOwnerMAC", c.mac.String())
+				return
+			}
 			if !lastReport.IsZero() && time.Since(lastReport) < defendInterval {
 				continue
 			}
@@ -608,6 +619,46 @@ func (a *Announcer) leaveGroup(ip netip.Addr) {
 	if err := a.ndp.LeaveGroup(g); err != nil && !a.isClosed() {
 		a.log.Error(err, "leave solicited-node group", "group", g.String(), "ip", ip.String())
 	}
+}
+
+// Handover prepares a graceful stop: every announced IP keeps being
+// answered until another host announces it (the new owner, told by the
+// liveness mesh that this node is leaving), and is then withdrawn at once
+// instead of defended. So clients are never left without an answer and
+// never pulled back to the leaving node. It returns when no IP is left or
+// ctx ends, with the number of IPs still held.
+func (a *Announcer) Handover(ctx context.Context) int {
+	a.BeginHandover()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		a.mu.RLock()
+		n := len(a.entries)
+		a.mu.RUnlock()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-t.C:
+		}
+	}
+}
+
+// BeginHandover switches to leaving without waiting: call it before
+// telling the peers, so that the new owner's first announcement already
+// finds this node yielding rather than defending.
+func (a *Announcer) BeginHandover() {
+	a.mu.Lock()
+	a.leaving = true
+	a.mu.Unlock()
+}
+
+func (a *Announcer) isLeaving() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.leaving
 }
 
 func (a *Announcer) isClosed() bool {

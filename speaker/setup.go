@@ -142,9 +142,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		return multi(group), nil
 	}
 
-	// The mesh and the announcers live as long as the manager.
+	// The mesh lives as long as the manager; the announcers a little
+	// longer, for a graceful handover.
+	annCtx, annCancel := context.WithCancel(context.Background())
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		runCtx = ctx
+		defer annCancel()
+		runCtx = annCtx
 		// Until the first handshakes are done every peer looks dead, and a
 		// restarting speaker would claim every address: announce nothing
 		// before one detection period has passed.
@@ -159,7 +162,44 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 				}
 			}
 		}()
-		return mesh.Run(ctx)
+		all := func() []*l2.Announcer {
+			mu.Lock()
+			defer mu.Unlock()
+			var out []*l2.Announcer
+			for _, g := range announcers {
+				out = append(out, g...)
+			}
+			return out
+		}
+		// Graceful stop, in this order: announcers start yielding, then the
+		// mesh tells the peers we leave (Run does on cancel), so the new
+		// owner's first announcement already finds us yielding.
+		meshCtx, meshCancel := context.WithCancel(context.Background())
+		defer meshCancel()
+		go func() {
+			<-ctx.Done()
+			for _, a := range all() {
+				a.BeginHandover()
+			}
+			meshCancel()
+		}()
+		err := mesh.Run(meshCtx)
+		// Keep answering until each address's new owner announced it,
+		// then withdraw (at most 2 s).
+		hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, a := range all() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if left := a.Handover(hctx); left > 0 {
+					log.Info("stopping with addresses nobody took over", "count", left)
+				}
+			}()
+		}
+		wg.Wait()
+		return err
 	})); err != nil {
 		return err
 	}

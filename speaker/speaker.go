@@ -71,6 +71,45 @@ type Reconciler struct {
 	// computes the same plan and releases the address within moments, and
 	// a probe would only see its last answers and back off for seconds.
 	owners map[netip.Addr]string
+
+	// Condition writes go through one background writer, so a reconcile
+	// (and with it a failover) never waits on the API server: pending
+	// holds the newest state to publish, publishing says the writer runs.
+	pubMu      sync.Mutex
+	pending    *publication
+	publishing bool
+}
+
+type publication struct {
+	svcs  []corev1.Service
+	plan  announce.L2Plan
+	alive map[string]bool
+}
+
+// publish hands the newest state to the background writer.
+func (r *Reconciler) publish(ctx context.Context, p *publication) {
+	r.pubMu.Lock()
+	r.pending = p
+	if r.publishing {
+		r.pubMu.Unlock()
+		return
+	}
+	r.publishing = true
+	r.pubMu.Unlock()
+	go func() {
+		for {
+			r.pubMu.Lock()
+			next := r.pending
+			r.pending = nil
+			if next == nil {
+				r.publishing = false
+				r.pubMu.Unlock()
+				return
+			}
+			r.pubMu.Unlock()
+			r.writeConditions(ctx, next.svcs, next.plan, next.alive)
+		}
+	}()
 }
 
 // Conflict records an address another host claims; the next pass reports
@@ -154,7 +193,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		}
 		r.mu.Unlock()
 	}
-	r.writeConditions(ctx, svcList.Items, plan, alive)
+	r.publish(ctx, &publication{svcs: svcList.Items, plan: plan, alive: alive})
 	return ctrl.Result{}, nil
 }
 

@@ -34,10 +34,37 @@ func TestBenchFailover(t *testing.T) {
 		}
 		cl.startSpeaker(owner)
 	}
+	report(t, "crash failover (SIGKILL + link down -> gratuitous ARP at the client)", samples, "")
+}
+
+// TestBenchHandover stops the announcing speaker gracefully (SIGTERM)
+// again and again: time to the new owner's announcement, and resolves left
+// unanswered meanwhile. Run with `make bench-failover`.
+func TestBenchHandover(t *testing.T) {
+	cl := newCluster(t, "node1", "node2", "node3")
+	cl.l2Setup("198.18.0.200-198.18.0.220")
+	ip := cl.service("web")
+	var samples []time.Duration
+	missed := 0
+	for i := range *failoverRuns {
+		owner := cl.waitOwner(ip, 10*time.Second, "")
+		time.Sleep(700 * time.Millisecond)
+		d, misses, err := cl.handover(owner, ip)
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		samples = append(samples, d)
+		missed += misses
+		cl.startSpeaker(owner)
+	}
+	report(t, "graceful handover (SIGTERM -> new owner's gratuitous ARP at the client)", samples, fmt.Sprintf(", unanswered resolves in all runs: %d", missed))
+}
+
+func report(t *testing.T, what string, samples []time.Duration, extra string) {
 	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
 	p := func(q float64) time.Duration { return samples[int(q*float64(len(samples)-1)+0.5)] }
-	msg := fmt.Sprintf("crash failover (SIGKILL + link down -> gratuitous ARP at the client), %d runs: p50 %s, p90 %s, p99 %s, max %s",
-		len(samples), p(.5).Round(time.Millisecond), p(.9).Round(time.Millisecond), p(.99).Round(time.Millisecond), samples[len(samples)-1].Round(time.Millisecond))
+	msg := fmt.Sprintf("%s, %d runs: p50 %s, p90 %s, p99 %s, max %s%s",
+		what, len(samples), p(.5).Round(time.Microsecond), p(.9).Round(time.Microsecond), p(.99).Round(time.Microsecond), samples[len(samples)-1].Round(time.Microsecond), extra)
 	t.Log(msg)
 	fmt.Println(msg)
 }
