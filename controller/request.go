@@ -61,15 +61,7 @@ func ServiceRequest(svc *corev1.Service, nsLabels labels.Set, cfg *config.Config
 		s.Selector = labels.SelectorFromSet(svc.Spec.Selector).String()
 	}
 
-	var req ipam.Request
-	for _, f := range svc.Spec.IPFamilies {
-		switch f {
-		case corev1.IPv4Protocol:
-			req.Families = append(req.Families, ipam.FamilyV4)
-		case corev1.IPv6Protocol:
-			req.Families = append(req.Families, ipam.FamilyV6)
-		}
-	}
+	req := ipam.Request{Families: requestFamilies(svc)}
 	if len(req.Families) == 0 {
 		req.Families = []ipam.Family{ipam.FamilyV4}
 	}
@@ -173,5 +165,31 @@ func orderIngress(holdings []ipam.Holding, families []ipam.Family) []ipam.Holdin
 	sort.SliceStable(out, func(i, j int) bool {
 		return rank(ipam.FamilyOf(out[i].IP)) < rank(ipam.FamilyOf(out[j].IP))
 	})
+	return out
+}
+
+// requestFamilies reads spec.ipFamilies in the allocator's terms, in the
+// Service's order.
+func requestFamilies(svc *corev1.Service) []ipam.Family {
+	var out []ipam.Family
+	for _, f := range svc.Spec.IPFamilies {
+		switch f {
+		case corev1.IPv4Protocol:
+			out = append(out, ipam.FamilyV4)
+		case corev1.IPv6Protocol:
+			out = append(out, ipam.FamilyV6)
+		}
+	}
+	return out
+}
+
+// IngressIPs reads the addresses in a Service's status, each once.
+func IngressIPs(svc *corev1.Service) []netip.Addr {
+	var out []netip.Addr
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if ip, err := netip.ParseAddr(in.IP); err == nil && !slices.Contains(out, ip.Unmap()) {
+			out = append(out, ip.Unmap())
+		}
+	}
 	return out
 }

@@ -259,18 +259,6 @@ func (r *ServiceReconciler) poolsChanged(holdings []ipam.Holding) {
 	}
 }
 
-func requestFamilies(svc *corev1.Service) []ipam.Family {
-	var out []ipam.Family
-	for _, f := range svc.Spec.IPFamilies {
-		if f == corev1.IPv6Protocol {
-			out = append(out, ipam.FamilyV6)
-		} else {
-			out = append(out, ipam.FamilyV4)
-		}
-	}
-	return out
-}
-
 func failureReason(err error) string {
 	switch {
 	case errors.Is(err, errRequest), errors.Is(err, ipam.ErrInvalidRequest), errors.Is(err, ipam.ErrNotInPool):

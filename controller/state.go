@@ -129,7 +129,7 @@ func (s *State) Prime(ctx context.Context, live client.Reader, filter ClassFilte
 	})
 	for i := range items {
 		svc := &items[i]
-		ips := ingressIPs(svc)
+		ips := IngressIPs(svc)
 		if !filter.Manages(svc) || len(ips) == 0 {
 			continue
 		}
@@ -165,17 +165,6 @@ func (s *State) PendingIn(ns string) []string {
 		}
 	}
 	sort.Strings(out)
-	return out
-}
-
-// ingressIPs reads the addresses in a Service's status.
-func ingressIPs(svc *corev1.Service) []netip.Addr {
-	var out []netip.Addr
-	for _, in := range svc.Status.LoadBalancer.Ingress {
-		if ip, err := netip.ParseAddr(in.IP); err == nil {
-			out = append(out, ip.Unmap())
-		}
-	}
 	return out
 }
 

@@ -215,7 +215,7 @@ func (r *Reconciler) writeConditions(ctx context.Context, svcs []corev1.Service,
 	r.mu.Unlock()
 	for i := range svcs {
 		s := &svcs[i]
-		ips := ingressIPs(s)
+		ips := controller.IngressIPs(s)
 		if len(ips) == 0 {
 			continue
 		}
@@ -348,7 +348,7 @@ func ServiceInfos(svcs []corev1.Service, eps []discoveryv1.EndpointSlice) []anno
 	}
 	var out []announce.ServiceInfo
 	for _, s := range svcs {
-		ips := ingressIPs(&s)
+		ips := controller.IngressIPs(&s)
 		if s.Spec.Type != corev1.ServiceTypeLoadBalancer || len(ips) == 0 {
 			continue
 		}
@@ -359,16 +359,6 @@ func ServiceInfos(svcs []corev1.Service, eps []discoveryv1.EndpointSlice) []anno
 			Local:         s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 			EndpointNodes: endpoints[key],
 		})
-	}
-	return out
-}
-
-func ingressIPs(s *corev1.Service) []netip.Addr {
-	var out []netip.Addr
-	for _, in := range s.Status.LoadBalancer.Ingress {
-		if ip, err := netip.ParseAddr(in.IP); err == nil && !slices.Contains(out, ip.Unmap()) {
-			out = append(out, ip.Unmap())
-		}
 	}
 	return out
 }
