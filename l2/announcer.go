@@ -111,11 +111,12 @@ type Announcer struct {
 	log  logr.Logger
 
 	arp *packet.Conn
-	// netns is the network namespace the sockets were opened in. NDP
-	// sends name the interface as a zone, which the Go runtime resolves to
-	// an index in the calling thread's namespace: a caller that opened the
-	// announcer inside another namespace (labs, tests) would get another
-	// interface's index there, so sends switch to this one first.
+	// netns is the network namespace the sockets were opened in, when it
+	// is not the process's own. NDP sends name the interface as a zone,
+	// which the Go runtime resolves to an index in the calling thread's
+	// namespace: a caller that opened the announcer inside another
+	// namespace (labs, tests) would get another interface's index there,
+	// so sends switch to this one first.
 	netns netns.NsHandle
 	// ndp is nil when the interface has no usable IPv6 link-local address;
 	// ndpErr then says why, and IPv6 IPs are not announced.
@@ -181,7 +182,7 @@ func NewAnnouncer(ifname string, opts Options) (*Announcer, error) {
 	}
 	opts = opts.withDefaults()
 	a := &Announcer{
-		netns:   currentNetNS(),
+		netns:   foreignNetNS(),
 		ifi:     ifi,
 		mac:     ifi.HardwareAddr,
 		opts:    opts,
@@ -781,14 +782,25 @@ func (a *Announcer) readError(ctx context.Context, proto string, err error) (sto
 	}
 }
 
-// currentNetNS returns the calling thread's network namespace, or a
-// closed handle if it cannot be read (sends then stay where they run).
-func currentNetNS() netns.NsHandle {
-	h, err := netns.Get()
+// foreignNetNS returns the calling thread's network namespace if it is not
+// the process's own (a caller opened the announcer from another namespace),
+// else a closed handle: then sends need no namespace switch at all, which
+// is the production case (host network, no switching).
+func foreignNetNS() netns.NsHandle {
+	cur, err := netns.Get()
 	if err != nil {
 		return netns.None()
 	}
-	return h
+	own, err := netns.GetFromPid(os.Getpid())
+	if err != nil {
+		return cur
+	}
+	defer own.Close()
+	if cur.Equal(own) {
+		cur.Close()
+		return netns.None()
+	}
+	return cur
 }
 
 // writeNDP sends an NDP message from the namespace the socket lives in.
