@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -198,9 +197,9 @@ func run(oneshot bool) error {
 	if err := c.Create(ctx, svc); err != nil {
 		return err
 	}
-	vip, err := waitIP(ctx, env, ctrlLog.Name())
+	vip, err := labkit.WaitIP(ctx, c, "default", "web", 30*time.Second)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w; see %s", err, ctrlLog.Name())
 	}
 	step("default/web has EXTERNAL-IP %s (%.1fs after start)", vip, time.Since(start).Seconds())
 	for _, n := range nodes {
@@ -239,27 +238,6 @@ func run(oneshot bool) error {
 	<-ctx.Done()
 	stop()
 	return nil
-}
-
-func waitIP(ctx context.Context, env *apiserver.Env, log string) (netip.Addr, error) {
-	var svc corev1.Service
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "default", Name: "web"}, &svc); err != nil {
-			return netip.Addr{}, err
-		}
-		if len(svc.Status.LoadBalancer.Ingress) > 0 {
-			return netip.ParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
-		}
-		if time.Now().After(deadline) {
-			return netip.Addr{}, fmt.Errorf("service default/web got no EXTERNAL-IP in 30s; see %s", log)
-		}
-		select {
-		case <-ctx.Done():
-			return netip.Addr{}, errors.New("interrupted")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // waitCRDs waits until the API server serves the ironlb kinds.

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -304,14 +303,6 @@ func TestBenchController(t *testing.T) {
 		t.Fatal("cache sync")
 	}
 	time.Sleep(2 * time.Second) // let the pool be parsed and start-up settle
-	if f := os.Getenv("BENCH_GOROUTINES"); f != "" {
-		go func() {
-			time.Sleep(8 * time.Second)
-			out, _ := os.Create(f)
-			_ = pprof.Lookup("goroutine").WriteTo(out, 1)
-			out.Close()
-		}()
-	}
 	w0 := writeCounts(ctx, cs)
 	total := run(ctx, t, cs, []*stream{plain, reactive, ours})
 	time.Sleep(2 * time.Second) // let trailing writes (events, pool status) land

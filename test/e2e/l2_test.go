@@ -16,7 +16,6 @@ import (
 	"github.com/mdlayher/arp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -145,16 +144,7 @@ func (cl *cluster) service(name string) netip.Addr {
 	if err := cl.c.Create(cl.ctx, s); err != nil {
 		cl.t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		_ = cl.c.Get(cl.ctx, types.NamespacedName{Namespace: "default", Name: name}, s)
-		if len(s.Status.LoadBalancer.Ingress) > 0 {
-			return netip.MustParseAddr(s.Status.LoadBalancer.Ingress[0].IP)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cl.t.Fatalf("service %s got no address", name)
-	return netip.Addr{}
+	return cl.waitIP(name)
 }
 
 // resolve asks for ip's MAC from the client host, like a router would.

@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
 )
 
@@ -87,17 +88,11 @@ func TestL2LocalTrafficPolicy(t *testing.T) {
 
 func (cl *cluster) waitIP(name string) netip.Addr {
 	cl.t.Helper()
-	var s corev1.Service
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		_ = cl.c.Get(cl.ctx, types.NamespacedName{Namespace: "default", Name: name}, &s)
-		if len(s.Status.LoadBalancer.Ingress) > 0 {
-			return netip.MustParseAddr(s.Status.LoadBalancer.Ingress[0].IP)
-		}
-		time.Sleep(20 * time.Millisecond)
+	ip, err := labkit.WaitIP(cl.ctx, cl.c, "default", name, 10*time.Second)
+	if err != nil {
+		cl.t.Fatal(err)
 	}
-	cl.t.Fatalf("service %s got no address", name)
-	return netip.Addr{}
+	return ip
 }
 
 // waitAnnounced waits for the ironlb.io/Announced condition.

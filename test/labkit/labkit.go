@@ -159,3 +159,23 @@ func indexBody(s string) int {
 	}
 	return -1
 }
+
+// WaitIP waits until the Service namespace/name has an address in its
+// status and returns the first one.
+func WaitIP(ctx context.Context, c client.Client, namespace, name string, timeout time.Duration) (netip.Addr, error) {
+	var svc corev1.Service
+	deadline := time.Now().Add(timeout)
+	for {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &svc); err == nil && len(svc.Status.LoadBalancer.Ingress) > 0 {
+			return netip.ParseAddr(svc.Status.LoadBalancer.Ingress[0].IP)
+		}
+		if time.Now().After(deadline) {
+			return netip.Addr{}, fmt.Errorf("service %s/%s got no EXTERNAL-IP in %s", namespace, name, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
