@@ -63,6 +63,10 @@ type Options struct {
 	// call Set.
 	OnConflict func(ip netip.Addr, foreignMAC net.HardwareAddr)
 
+	// YieldTimeout bounds a yield (Moves.Yield): an IP nobody took over
+	// by then is released anyway. Default 2s.
+	YieldTimeout time.Duration
+
 	// Metrics, if not nil, count requests, responses, gratuitous
 	// announcements and conflicts.
 	Metrics *Metrics
@@ -72,6 +76,7 @@ const (
 	defaultGratuitousCount    = 3
 	defaultGratuitousInterval = 200 * time.Millisecond
 	defaultProbeTimeout       = 200 * time.Millisecond
+	defaultYieldTimeout       = 2 * time.Second
 
 	// defendInterval is RFC 5227's DEFEND_INTERVAL: while announcing, at
 	// most one conflict report and defensive announcement per IP per this
@@ -94,6 +99,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.GratuitousInterval <= 0 {
 		o.GratuitousInterval = defaultGratuitousInterval
+	}
+	if o.YieldTimeout <= 0 {
+		o.YieldTimeout = defaultYieldTimeout
 	}
 	if o.ProbeTimeout == 0 {
 		o.ProbeTimeout = defaultProbeTimeout
@@ -149,6 +157,10 @@ type entry struct {
 	// probe would only lengthen the failover.
 	takeover bool
 	cancel   context.CancelFunc // set when its goroutine starts
+	// yielding, when set, is the deadline of a yield (see Moves.Yield):
+	// the IP is still answered but withdrawn on the first foreign claim.
+	// Guarded by Announcer.mu.
+	yielding *time.Timer
 	// claims carries foreign claims from the read loops to manage. One
 	// slot: while manage is busy, further claims are redundant.
 	claims chan claim
@@ -278,14 +290,26 @@ func (a *Announcer) Run(ctx context.Context) error {
 // Set returns (a request being processed at that very moment may still get
 // its answer). IPv4-mapped IPv6 addresses count as IPv4; unspecified,
 // loopback, multicast and link-local addresses are ignored with a log line.
-func (a *Announcer) Set(ips []netip.Addr) { a.SetWithTakeover(ips, nil) }
+func (a *Announcer) Set(ips []netip.Addr) { a.Update(ips, Moves{}) }
 
-// SetWithTakeover is Set where the new IPs for which takeover returns true
-// are announced at once, without the probe: the caller knows the previous
-// owner is gone (a dead or departed peer), so the probe can only cost
-// time. Should that be wrong, the conflict is still seen and reported
-// while announcing (OnConflict).
-func (a *Announcer) SetWithTakeover(ips []netip.Addr, takeover func(netip.Addr) bool) {
+// Moves tells an announcer how addresses enter and leave its set, when the
+// caller knows more than "wanted" or "not wanted".
+type Moves struct {
+	// Takeover reports new IPs to announce at once, without the probe:
+	// their previous owner is a peer that is gone or hands them over, so
+	// the probe could only cost time (or, worse, hear the yielding peer
+	// and back off). Should that be wrong, the conflict is still seen and
+	// reported while announcing (OnConflict).
+	Takeover func(netip.Addr) bool
+	// Yield reports IPs leaving the set that another live node takes
+	// over: they keep being answered until that node announces them (a
+	// foreign claim) or YieldTimeout passes, and are then withdrawn, so a
+	// move between two live nodes leaves no moment without an answer.
+	Yield func(netip.Addr) bool
+}
+
+// Update is Set with Moves.
+func (a *Announcer) Update(ips []netip.Addr, m Moves) {
 	want := make(map[netip.Addr]struct{}, len(ips))
 	for _, ip := range ips {
 		ip = ip.Unmap().WithZone("")
@@ -300,25 +324,76 @@ func (a *Announcer) SetWithTakeover(ips []netip.Addr, takeover func(netip.Addr) 
 	defer a.mu.Unlock()
 	for ip, e := range a.entries {
 		if _, ok := want[ip]; ok {
+			if e.yielding != nil {
+				// Wanted back before the new owner showed up.
+				e.yielding.Stop()
+				e.yielding = nil
+			}
 			continue
 		}
-		delete(a.entries, ip)
-		if e.cancel != nil {
-			e.cancel()
+		if e.yielding != nil {
+			continue
 		}
-		if e.phase == phaseAnnouncing {
-			a.log.Info("released", "ip", ip.String())
+		if e.phase == phaseAnnouncing && m.Yield != nil && m.Yield(ip) {
+			a.log.Info("yielding to the new owner", "ip", ip.String())
+			e.yielding = time.AfterFunc(a.opts.YieldTimeout, func() { a.dropYielding(e) })
+			continue
 		}
+		a.dropLocked(e)
 	}
 	for ip := range want {
 		if _, ok := a.entries[ip]; ok {
 			continue
 		}
-		e := &entry{ip: ip, claims: make(chan claim, 1), takeover: takeover != nil && takeover(ip)}
+		e := &entry{ip: ip, claims: make(chan claim, 1), takeover: m.Takeover != nil && m.Takeover(ip)}
 		a.entries[ip] = e
 		if a.runCtx != nil {
 			a.startLocked(e)
 		}
+	}
+}
+
+// dropLocked stops answering for e. Requires a.mu.
+func (a *Announcer) dropLocked(e *entry) {
+	if a.entries[e.ip] == e {
+		delete(a.entries, e.ip)
+	}
+	if e.yielding != nil {
+		e.yielding.Stop()
+	}
+	if e.cancel != nil {
+		e.cancel()
+	}
+	if e.phase == phaseAnnouncing {
+		a.log.Info("released", "ip", e.ip.String())
+	}
+}
+
+// dropYielding ends a yield nobody took over in time.
+func (a *Announcer) dropYielding(e *entry) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if e.yielding != nil && a.entries[e.ip] == e {
+		a.log.Info("no new owner announced in time; releasing anyway", "ip", e.ip.String())
+		a.dropLocked(e)
+	}
+}
+
+// Reassert sends one gratuitous announcement for every IP announced (and
+// not being yielded). After a partition heals, the other side may still
+// answer for some of them while yielding: this is the claim that makes it
+// withdraw at once rather than after YieldTimeout.
+func (a *Announcer) Reassert() {
+	a.mu.RLock()
+	var ips []netip.Addr
+	for ip, e := range a.entries {
+		if e.phase == phaseAnnouncing && e.yielding == nil {
+			ips = append(ips, ip)
+		}
+	}
+	a.mu.RUnlock()
+	for _, ip := range ips {
+		a.sendGratuitous(ip)
 	}
 }
 
@@ -521,13 +596,20 @@ func (a *Announcer) announce(ctx context.Context, log logr.Logger, e *entry, pro
 				tick = nil
 			}
 		case c := <-e.claims:
-			if a.isLeaving() {
+			a.mu.Lock()
+			yield := a.leaving || e.yielding != nil
+			if yield {
 				// The new owner announced: withdraw, do not defend.
-				a.mu.Lock()
+				if e.yielding != nil {
+					e.yielding.Stop()
+				}
 				if a.entries[e.ip] == e {
 					delete(a.entries, e.ip)
 				}
-				a.mu.Unlock()
+			}
+			a.mu.Unlock()
+			if yield {
+				a.opts.Metrics.handover(proto)
 				log.Info("handed over", "newOwnerMAC", c.mac.String())
 				return
 			}
@@ -654,12 +736,6 @@ func (a *Announcer) BeginHandover() {
 	a.mu.Lock()
 	a.leaving = true
 	a.mu.Unlock()
-}
-
-func (a *Announcer) isLeaving() bool {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.leaving
 }
 
 func (a *Announcer) isClosed() bool {

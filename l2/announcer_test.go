@@ -632,7 +632,7 @@ func TestTakeoverSkipsProbe(t *testing.T) {
 	peer := newARPPeer(t, tn)
 
 	setAt := time.Now()
-	a.SetWithTakeover([]netip.Addr{vip4}, func(netip.Addr) bool { return true })
+	a.Update([]netip.Addr{vip4}, Moves{Takeover: func(netip.Addr) bool { return true }})
 	s, ok := peer.next(time.Second, func(p *arp.Packet) bool {
 		return isProbeFor(vip4)(p) || isGratuitousFor(vip4, tn.nodeMAC)(p)
 	})
@@ -643,12 +643,72 @@ func TestTakeoverSkipsProbe(t *testing.T) {
 		t.Fatal("a takeover was probed first")
 	}
 	if d := s.at.Sub(setAt); d >= opts.ProbeTimeout {
-		t.Errorf("first gratuitous ARP %v after SetWithTakeover, want well under ProbeTimeout %v", d, opts.ProbeTimeout)
+		t.Errorf("first gratuitous ARP %v after a takeover Update, want well under ProbeTimeout %v", d, opts.ProbeTimeout)
 	}
 	// A later re-acquisition (release, then a plain Set) probes again.
 	a.Set(nil)
 	a.Set([]netip.Addr{vip4})
 	if _, ok := peer.next(time.Second, isProbeFor(vip4)); !ok {
 		t.Fatal("a plain Set did not probe")
+	}
+}
+
+// A yielded IP (moved to a live node) keeps being answered until the new
+// owner announces it, is then withdrawn without a defence, and is released
+// anyway when nobody takes it over within YieldTimeout.
+func TestYield(t *testing.T) {
+	tn := newTestNet(t)
+	got := make(conflicts, 16)
+	opts := testOptions(t)
+	opts.OnConflict = got.record
+	opts.Metrics = NewMetrics(nil)
+	opts.YieldTimeout = 500 * time.Millisecond
+	a := startAnnouncer(t, tn, opts)
+	peer := newARPPeer(t, tn)
+	yield := Moves{Yield: func(netip.Addr) bool { return true }}
+
+	a.Set([]netip.Addr{vip4, otherVIP4})
+	waitAnnouncing(t, a.Announcer, vip4, true, 2*time.Second)
+	waitAnnouncing(t, a.Announcer, otherVIP4, true, 2*time.Second)
+	time.Sleep(time.Duration(opts.GratuitousCount) * opts.GratuitousInterval)
+	a.Update(nil, yield)
+	peer.drain()
+	peer.request(t, vip4)
+	if _, ok := peer.next(time.Second, isReplyFor(vip4)); !ok {
+		t.Fatal("a yielding IP was not answered")
+	}
+
+	// The new owner (the client's MAC here) announces vip4.
+	peer.drain()
+	peer.send(t, arp.OperationRequest, vip4, ethernetZero, vip4, ethernet.Broadcast)
+	waitAnnouncing(t, a.Announcer, vip4, false, time.Second)
+	if _, ok := peer.next(300*time.Millisecond, isGratuitousFor(vip4, tn.nodeMAC)); ok {
+		t.Error("a yielding IP was defended against its new owner")
+	}
+	select {
+	case c := <-got:
+		t.Errorf("OnConflict(%v, %v) for a handover", c.ip, c.mac)
+	default:
+	}
+	if n := counter(t, opts.Metrics.Handovers, protoARP); n != 1 {
+		t.Errorf("handovers_total{arp} = %v, want 1", n)
+	}
+
+	// Nobody announces otherVIP4: released after YieldTimeout.
+	waitAnnouncing(t, a.Announcer, otherVIP4, false, 2*opts.YieldTimeout)
+	peer.drain()
+	peer.request(t, otherVIP4)
+	if _, ok := peer.next(300*time.Millisecond, isReplyFor(otherVIP4)); ok {
+		t.Error("answered after the yield timed out")
+	}
+
+	// Wanted back while yielding: kept, never withdrawn.
+	a.Set([]netip.Addr{vip4})
+	waitAnnouncing(t, a.Announcer, vip4, true, 2*time.Second)
+	a.Update(nil, yield)
+	a.Set([]netip.Addr{vip4})
+	time.Sleep(2 * opts.YieldTimeout)
+	if ips := a.Announcing(); !slices.Equal(ips, []netip.Addr{vip4}) {
+		t.Errorf("Announcing() = %v after a cancelled yield, want [%v]", ips, vip4)
 	}
 }

@@ -339,7 +339,7 @@ func TestNewMetricsRegisters(t *testing.T) {
 			t.Errorf("%s has %d series, want arp and ndp", f.GetName(), n)
 		}
 	}
-	want := []string{"ironlb_l2_conflicts_total", "ironlb_l2_gratuitous_sent", "ironlb_l2_requests_received", "ironlb_l2_responses_sent"}
+	want := []string{"ironlb_l2_conflicts_total", "ironlb_l2_gratuitous_sent", "ironlb_l2_handovers_total", "ironlb_l2_requests_received", "ironlb_l2_responses_sent"}
 	if !slices.Equal(names, want) {
 		t.Errorf("registered %v, want %v", names, want)
 	}

@@ -22,6 +22,10 @@ type Metrics struct {
 	// Conflicts counts conflicts reported (one per OnConflict call), not
 	// conflicting packets: those are rate-limited per IP.
 	Conflicts *prometheus.CounterVec
+	// Handovers counts IPs withdrawn because their new owner announced
+	// them while this node was yielding (graceful stop or a move to a
+	// live node).
+	Handovers *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg, panicking
@@ -47,9 +51,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ResponsesSent:    vec("responses_sent", "ARP replies and solicited NDP neighbor advertisements sent."),
 		GratuitousSent:   vec("gratuitous_sent", "Gratuitous ARPs and unsolicited NDP neighbor advertisements sent."),
 		Conflicts:        vec("conflicts_total", "Address conflicts detected: another host claims an IP this node probes or announces."),
+		Handovers:        vec("handovers_total", "IPs withdrawn after their new owner announced them (graceful handover)."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.RequestsReceived, m.ResponsesSent, m.GratuitousSent, m.Conflicts)
+		reg.MustRegister(m.RequestsReceived, m.ResponsesSent, m.GratuitousSent, m.Conflicts, m.Handovers)
 	}
 	return m
 }
@@ -78,5 +83,11 @@ func (m *Metrics) gratuitous(proto string) {
 func (m *Metrics) conflict(proto string) {
 	if m != nil {
 		m.Conflicts.WithLabelValues(proto).Inc()
+	}
+}
+
+func (m *Metrics) handover(proto string) {
+	if m != nil {
+		m.Handovers.WithLabelValues(proto).Inc()
 	}
 }

@@ -8,7 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -95,59 +98,42 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	rec := &Reconciler{
 		Client: mgr.GetClient(), Self: opts.NodeName, Mesh: mesh, MeshPort: opts.MeshPort,
-		Recorder: mgr.GetEventRecorder("ironlb-speaker"), Log: log,
+		Recorder: mgr.GetEventRecorder("ironlb-speaker"), Log: log, Interfaces: opts.Interfaces,
 	}
-	var (
-		mu         sync.Mutex
-		announcers = map[string][]*l2.Announcer{}
-		runCtx     context.Context
-		started    = make(chan struct{})
-	)
-	newAnnouncer := func(iface string) (*l2.Announcer, error) {
-		return netnsrun.In(opts.NetNS, func() (*l2.Announcer, error) {
-			return l2.NewAnnouncer(iface, l2.Options{
-				Logger:  log.WithName("l2").WithValues("interface", iface),
-				Metrics: l2Metrics,
-				OnConflict: func(ip netip.Addr, mac net.HardwareAddr) {
-					rec.Conflict(ip, mac)
-					poke()
-				},
+	started := make(chan struct{})
+	anns := &announcerSet{
+		byName: map[string]*l2.Announcer{},
+		log:    log.WithName("l2"),
+		onStop: poke,
+		create: func(iface string) (*l2.Announcer, error) {
+			return netnsrun.In(opts.NetNS, func() (*l2.Announcer, error) {
+				return l2.NewAnnouncer(iface, l2.Options{
+					Logger:  log.WithName("l2").WithValues("interface", iface),
+					Metrics: l2Metrics,
+					OnConflict: func(ip netip.Addr, mac net.HardwareAddr) {
+						rec.Conflict(ip, mac)
+						poke()
+					},
+				})
 			})
-		})
+		},
 	}
-	rec.Announcers = func(iface string) (Announcer, error) {
+	rec.Announcer = func(iface string) (Announcer, error) {
 		<-started
-		mu.Lock()
-		defer mu.Unlock()
-		names := []string{iface}
-		if iface == "" {
-			names = opts.Interfaces
-		}
-		group, ok := announcers[iface]
-		if !ok {
-			for _, n := range names {
-				a, err := newAnnouncer(n)
-				if err != nil {
-					return nil, fmt.Errorf("interface %q: %w", n, err)
-				}
-				go func() {
-					if err := a.Run(runCtx); err != nil && runCtx.Err() == nil {
-						log.Error(err, "announcer stopped", "interface", n)
-					}
-				}()
-				group = append(group, a)
-			}
-			announcers[iface] = group
-		}
-		return multi(group), nil
+		return anns.get(iface)
+	}
+	if opts.Registry != nil {
+		rec.Metrics = NewMetrics(opts.Registry, func() map[string]int {
+			return map[string]int{"l2": anns.announcing()}
+		})
 	}
 
 	// The mesh lives as long as the manager; the announcers a little
 	// longer, for a graceful handover.
 	annCtx, annCancel := context.WithCancel(context.Background())
+	anns.ctx = annCtx
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		defer annCancel()
-		runCtx = annCtx
 		// Until the first handshakes are done every peer looks dead, and a
 		// restarting speaker would claim every address: announce nothing
 		// before one detection period has passed.
@@ -162,15 +148,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 				}
 			}
 		}()
-		all := func() []*l2.Announcer {
-			mu.Lock()
-			defer mu.Unlock()
-			var out []*l2.Announcer
-			for _, g := range announcers {
-				out = append(out, g...)
+		go watchLinks(ctx, opts.NetNS, log, func(iface string) {
+			if rec.WaitingFor(iface) {
+				poke()
 			}
-			return out
-		}
+		})
 		// Graceful stop, in this order: announcers start yielding, then the
 		// mesh tells the peers we leave (Run does on cancel), so the new
 		// owner's first announcement already finds us yielding.
@@ -178,7 +160,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		defer meshCancel()
 		go func() {
 			<-ctx.Done()
-			for _, a := range all() {
+			for _, a := range anns.all() {
 				a.BeginHandover()
 			}
 			meshCancel()
@@ -189,7 +171,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		var wg sync.WaitGroup
-		for _, a := range all() {
+		for _, a := range anns.all() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -218,21 +200,99 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	return b.Complete(rec)
 }
 
-// multi fans one desired set out to the announcers of several interfaces.
-type multi []*l2.Announcer
+// announcerSet keeps one announcer per interface, created on first use
+// and forgotten when it stops for good (its interface went away), so that
+// a later pass creates it anew once the interface is back.
+type announcerSet struct {
+	ctx    context.Context // the announcers' Run context; set before use
+	create func(iface string) (*l2.Announcer, error)
+	onStop func()
+	log    logr.Logger
 
-func (m multi) SetWithTakeover(ips []netip.Addr, takeover func(netip.Addr) bool) {
-	for _, a := range m {
-		a.SetWithTakeover(ips, takeover)
-	}
+	mu     sync.Mutex
+	byName map[string]*l2.Announcer
 }
 
-func (m multi) Announcing() []netip.Addr {
-	var out []netip.Addr
-	for _, a := range m {
-		out = append(out, a.Announcing()...)
+func (s *announcerSet) get(iface string) (*l2.Announcer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.byName[iface]; ok {
+		return a, nil
+	}
+	a, err := s.create(iface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %q: %w", iface, err)
+	}
+	s.byName[iface] = a
+	go func() {
+		err := a.Run(s.ctx)
+		_ = a.Close()
+		s.mu.Lock()
+		if s.byName[iface] == a {
+			delete(s.byName, iface)
+		}
+		s.mu.Unlock()
+		if s.ctx.Err() == nil {
+			s.log.Error(err, "announcer stopped; it is recreated when the interface is usable again", "interface", iface)
+			s.onStop()
+		}
+	}()
+	return a, nil
+}
+
+func (s *announcerSet) all() []*l2.Announcer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*l2.Announcer, 0, len(s.byName))
+	for _, a := range s.byName {
+		out = append(out, a)
 	}
 	return out
+}
+
+// announcing counts the distinct addresses answered on any interface.
+func (s *announcerSet) announcing() int {
+	ips := map[netip.Addr]bool{}
+	for _, a := range s.all() {
+		for _, ip := range a.Announcing() {
+			ips[ip] = true
+		}
+	}
+	return len(ips)
+}
+
+// watchLinks calls changed with the name of every link that changes in the
+// node's network namespace (ns, "" = our own), so an interface that appears
+// or comes up later is announced on without waiting for the retry.
+func watchLinks(ctx context.Context, ns string, log logr.Logger, changed func(iface string)) {
+	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
+		log.V(1).Info("link updates", "error", err.Error())
+	}}
+	if ns != "" {
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			log.Error(err, "cannot watch links; interfaces are retried periodically", "netns", ns)
+			return
+		}
+		defer h.Close()
+		opts.Namespace = &h
+	}
+	updates := make(chan netlink.LinkUpdate, 64)
+	if err := netlink.LinkSubscribeWithOptions(updates, ctx.Done(), opts); err != nil {
+		log.Error(err, "cannot watch links; interfaces are retried periodically")
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u, ok := <-updates:
+			if !ok {
+				return
+			}
+			changed(u.Attrs().Name)
+		}
+	}
 }
 
 // interfaceOf finds the interface holding ip.

@@ -11,10 +11,10 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -29,18 +29,25 @@ import (
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/l2"
 	"github.com/ironlb/ironlb/speaker/announce"
+	"github.com/ironlb/ironlb/speaker/membership"
 )
+
+// reasonLayer2 is the Announced condition's reason for layer 2.
+const reasonLayer2 = "Layer2"
 
 // ExcludeLabel keeps a node from announcing any LoadBalancer address.
 const ExcludeLabel = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 // Announcer is what the speaker needs from a layer-2 announcer.
 type Announcer interface {
-	// SetWithTakeover announces ips; new ones for which takeover is true
-	// skip the probe (their previous owner is known gone).
-	SetWithTakeover(ips []netip.Addr, takeover func(netip.Addr) bool)
+	// Update announces ips; moves say which new ones skip the probe and
+	// which leaving ones are yielded to a live new owner.
+	Update(ips []netip.Addr, moves l2.Moves)
 	Announcing() []netip.Addr
+	// Reassert announces every announced address once more.
+	Reassert()
 }
 
 // Liveness tells which speakers are alive.
@@ -57,20 +64,31 @@ type Reconciler struct {
 	Mesh     Liveness
 	MeshPort uint16
 	Recorder events.EventRecorder
-	// Announcers returns the announcer for an interface ("" = the node's
-	// default interfaces), creating it on first use.
-	Announcers func(iface string) (Announcer, error)
+	// Announcer returns the announcer of an interface, creating it on
+	// first use.
+	Announcer func(iface string) (Announcer, error)
+	// Interfaces are used when an L2Advertisement names none.
+	Interfaces []string
 	Log        logr.Logger
+	// Metrics may be nil.
+	Metrics *Metrics
 
 	mu        sync.Mutex
 	conflicts map[netip.Addr]net.HardwareAddr
 	active    map[string]bool // interfaces with a non-empty set last time
+	missing   map[string]bool // interfaces without an announcer last time
 	// owners is the previous plan's owner of each address: an address
 	// another speaker owned is a takeover, announced without a probe. If
 	// that speaker is dead there is nobody to ask; if it is alive it
 	// computes the same plan and releases the address within moments, and
 	// a probe would only see its last answers and back off for seconds.
 	owners map[netip.Addr]string
+	// planned says owners holds a plan: before the first one (a fresh
+	// start) the Services' Announced conditions tell which addresses some
+	// peer announces already.
+	planned bool
+	// wasAlive is the mesh's view at the previous pass.
+	wasAlive map[string]bool
 
 	// Condition writes go through one background writer, so a reconcile
 	// (and with it a failover) never waits on the API server: pending
@@ -148,19 +166,43 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	nodes := NodeInfos(nodeList.Items, alive)
 	svcs := ServiceInfos(svcList.Items, epSlices.Items)
 	for i := range svcs {
-		if p := cfg.PoolOf(svcs[i].IPs[0]); p != nil {
-			svcs[i].Pool = p.Name
+		for k, ip := range svcs[i].IPs {
+			if p := cfg.PoolOf(ip); p != nil && k < len(svcs[i].Pools) {
+				svcs[i].Pools[k] = p.Name
+			}
 		}
 	}
 	plan := announce.PlanL2(cfg, nodes, svcs)
 
-	mine := plan.ForNode(r.Self)
+	// This node's addresses per interface; one interface may be named by
+	// several advertisements and be a default one too.
+	mine := map[string][]netip.Addr{}
+	for group, ips := range plan.ForNode(r.Self) {
+		ifaces := []string{group}
+		if group == "" {
+			ifaces = r.Interfaces
+		}
+		for _, i := range ifaces {
+			mine[i] = append(mine[i], ips...)
+		}
+	}
 	r.mu.Lock()
-	prevOwners := r.owners
+	prevOwners, planned := r.owners, r.planned
 	r.owners = make(map[netip.Addr]string, len(plan.Addresses))
 	for ip, a := range plan.Addresses {
 		r.owners[ip] = a.Node
 	}
+	r.planned = true
+	// A peer back from the dead may be the other side of a healed
+	// partition, still answering for addresses it took over meanwhile:
+	// it yields them now (same plan), and our claim makes it withdraw.
+	rejoined := false
+	for n, ok := range alive {
+		if ok && n != r.Self && r.wasAlive != nil && !r.wasAlive[n] {
+			rejoined = true
+		}
+	}
+	r.wasAlive = alive
 	prevActive := r.active
 	r.active = map[string]bool{}
 	for iface := range mine {
@@ -172,29 +214,111 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			mine[iface] = nil // release what this interface announced
 		}
 	}
+	announcedBefore := map[netip.Addr]bool{}
+	if !planned {
+		announcedBefore = announcedAddresses(svcList.Items)
+	}
+	moves := l2.Moves{
+		// An address another node announced moves here without a probe:
+		// if that node is gone nobody answers one, and if it is alive it
+		// computes the same plan and yields until we announce.
+		Takeover: func(ip netip.Addr) bool {
+			prev, ok := prevOwners[ip]
+			taken := (ok && prev != r.Self) || (!ok && announcedBefore[ip])
+			if taken {
+				cause := "failover"
+				if alive[prev] {
+					cause = "rebalance"
+				}
+				r.Metrics.takeover(cause)
+			}
+			return taken
+		},
+		// An address leaving for another (live, by construction of the
+		// plan) node keeps being answered until that node announces it.
+		Yield: func(ip netip.Addr) bool {
+			a, ok := plan.Addresses[ip]
+			return ok && a.Node != r.Self
+		},
+	}
+	missing := map[string]bool{}
+	var used []Announcer
+	announcing := map[netip.Addr]bool{}
+	wanted := map[netip.Addr]bool{}
 	for iface, ips := range mine {
-		a, err := r.Announcers(iface)
+		a, err := r.Announcer(iface)
 		if err != nil {
-			r.Log.Error(err, "no announcer", "interface", iface)
+			if len(ips) > 0 {
+				r.Log.Error(err, "cannot announce on this interface yet; retrying", "interface", iface)
+				missing[iface] = true
+			}
 			continue
 		}
-		a.SetWithTakeover(ips, func(ip netip.Addr) bool {
-			prev, ok := prevOwners[ip]
-			return ok && prev != r.Self
-		})
-		// A conflict is over once the address is announced again (or
-		// no longer ours).
-		announcing := a.Announcing()
-		r.mu.Lock()
-		for ip := range r.conflicts {
-			if slices.Contains(announcing, ip) || !slices.Contains(ips, ip) {
-				delete(r.conflicts, ip)
-			}
+		a.Update(ips, moves)
+		if len(ips) > 0 {
+			used = append(used, a)
 		}
-		r.mu.Unlock()
+		for _, ip := range ips {
+			wanted[ip] = true
+		}
+		for _, ip := range a.Announcing() {
+			announcing[ip] = true
+		}
+	}
+	// A conflict is over once the address is announced again (or no
+	// longer ours).
+	r.mu.Lock()
+	r.missing = missing
+	for ip := range r.conflicts {
+		if announcing[ip] || !wanted[ip] {
+			delete(r.conflicts, ip)
+		}
+	}
+	r.mu.Unlock()
+	if rejoined && len(used) > 0 {
+		// After one heartbeat the peer has most likely heard from us too
+		// and is yielding, so it withdraws instead of defending.
+		time.AfterFunc(membership.DefaultInterval, func() {
+			for _, a := range used {
+				a.Reassert()
+			}
+		})
 	}
 	r.publish(ctx, &publication{svcs: svcList.Items, plan: plan, alive: alive})
+	if len(missing) > 0 {
+		// An interface that is missing or down now may come up later
+		// (link events also trigger a pass; this is the safety net).
+		return ctrl.Result{RequeueAfter: interfaceRetry}, nil
+	}
 	return ctrl.Result{}, nil
+}
+
+// WaitingFor tells whether the last pass could not announce on iface, so
+// a link event for it deserves a new pass.
+func (r *Reconciler) WaitingFor(iface string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.missing[iface]
+}
+
+// interfaceRetry is how soon a pass is retried after an announcer could
+// not be created.
+const interfaceRetry = 5 * time.Second
+
+// announcedAddresses lists the addresses whose Services report being
+// announced in layer 2 by some node.
+func announcedAddresses(svcs []corev1.Service) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for i := range svcs {
+		c := meta.FindStatusCondition(svcs[i].Status.Conditions, v1beta1.ServiceConditionAnnounced)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reasonLayer2 {
+			continue
+		}
+		for _, ip := range controller.IngressIPs(&svcs[i]) {
+			out[ip] = true
+		}
+	}
+	return out
 }
 
 // writeConditions publishes ironlb.io/Announced. The owner of an address
@@ -242,7 +366,7 @@ func (r *Reconciler) writeConditions(ctx context.Context, svcs []corev1.Service,
 		switch {
 		case cond != nil:
 		case len(mine) > 0:
-			cond = &metav1.Condition{Status: metav1.ConditionTrue, Reason: "Layer2",
+			cond = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonLayer2,
 				Message: fmt.Sprintf("announced by node %s: %s", r.Self, strings.Join(mine, "; "))}
 		case plan.NotAnnounced[key] != "" && reporter:
 			cond = &metav1.Condition{Status: metav1.ConditionFalse, Reason: plan.NotAnnounced[key], Message: notAnnouncedMessage(plan.NotAnnounced[key])}
@@ -353,9 +477,17 @@ func ServiceInfos(svcs []corev1.Service, eps []discoveryv1.EndpointSlice) []anno
 			continue
 		}
 		key := s.Namespace + "/" + s.Name
-		pool, _, _ := strings.Cut(s.Annotations[v1beta1.AnnotationAllocatedFrom], ",")
+		// The annotation names the pools without repeats, so it tells an
+		// address's pool only when there is one; the caller fills in the
+		// rest from the configured ranges.
+		pools := make([]string, len(ips))
+		if named := s.Annotations[v1beta1.AnnotationAllocatedFrom]; !strings.Contains(named, ",") {
+			for k := range pools {
+				pools[k] = named
+			}
+		}
 		out = append(out, announce.ServiceInfo{
-			Key: key, IPs: ips, Pool: pool, Labels: labels.Set(s.Labels),
+			Key: key, IPs: ips, Pools: pools, Labels: labels.Set(s.Labels),
 			Local:         s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 			EndpointNodes: endpoints[key],
 		})

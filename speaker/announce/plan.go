@@ -19,9 +19,11 @@ type NodeInfo struct {
 
 // ServiceInfo is a LoadBalancer Service with assigned addresses.
 type ServiceInfo struct {
-	Key    string // namespace/name
-	IPs    []netip.Addr
-	Pool   string // pool the addresses came from
+	Key string // namespace/name
+	IPs []netip.Addr
+	// Pools[k] is the pool IPs[k] came from: a dual-stack Service may take
+	// its families from two pools, each with its own advertisements.
+	Pools  []string
 	Labels labels.Set
 	// Local is externalTrafficPolicy: Local; EndpointNodes then lists the
 	// nodes with a ready endpoint of the Service.
@@ -97,46 +99,53 @@ func PlanL2(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo) L2Plan {
 	perIP := map[netip.Addr]*acc{}
 	sorted := slices.Clone(svcs)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Key < sorted[j].Key })
-	for _, s := range sorted {
-		advs := matchingL2(cfg, s)
-		var names []string
-		ifaces := map[string]bool{}
-		allIfaces := false
-		reason := ""
+	// decide returns the nodes that may announce the addresses of s that
+	// came from pool, the interfaces to use (all = no restriction), or why
+	// none may.
+	decide := func(s ServiceInfo, pool string) (names []string, ifaces map[string]bool, allIfaces bool, reason string) {
+		advs := matchingL2(cfg, s, pool)
+		ifaces = map[string]bool{}
 		if len(advs) == 0 {
-			reason = ReasonNoAdvertisement
-		} else {
-			seen := map[string]bool{}
-			for _, adv := range advs {
-				match := func(n Node) bool { return true }
-				if len(adv.NodeSelectors) > 0 {
-					match = func(n Node) bool { return config.MatchesAny(adv.NodeSelectors, nodeLabels[n.Name]) }
-				}
-				var local func(string) bool
-				if s.Local {
-					local = func(n string) bool { return s.EndpointNodes[n] }
-				}
-				for _, n := range Eligible(plain, match, local) {
-					if !seen[n] {
-						seen[n] = true
-						names = append(names, n)
-					}
-				}
-				if len(adv.Interfaces) == 0 {
-					allIfaces = true
-				}
-				for _, i := range adv.Interfaces {
-					ifaces[i] = true
+			return nil, ifaces, false, ReasonNoAdvertisement
+		}
+		seen := map[string]bool{}
+		for _, adv := range advs {
+			match := func(n Node) bool { return true }
+			if len(adv.NodeSelectors) > 0 {
+				match = func(n Node) bool { return config.MatchesAny(adv.NodeSelectors, nodeLabels[n.Name]) }
+			}
+			var local func(string) bool
+			if s.Local {
+				local = func(n string) bool { return s.EndpointNodes[n] }
+			}
+			for _, n := range Eligible(plain, match, local) {
+				if !seen[n] {
+					seen[n] = true
+					names = append(names, n)
 				}
 			}
-			if len(names) == 0 {
-				reason = ReasonNoEligibleNode
-				if s.Local && len(s.EndpointNodes) == 0 {
-					reason = ReasonNoLocalEndpoint
-				}
+			if len(adv.Interfaces) == 0 {
+				allIfaces = true
+			}
+			for _, i := range adv.Interfaces {
+				ifaces[i] = true
 			}
 		}
-		for _, ip := range s.IPs {
+		if len(names) == 0 {
+			reason = ReasonNoEligibleNode
+			if s.Local && len(s.EndpointNodes) == 0 {
+				reason = ReasonNoLocalEndpoint
+			}
+		}
+		return names, ifaces, allIfaces, reason
+	}
+	for _, s := range sorted {
+		for k, ip := range s.IPs {
+			pool := ""
+			if k < len(s.Pools) {
+				pool = s.Pools[k]
+			}
+			names, ifaces, allIfaces, reason := decide(s, pool)
 			a := perIP[ip]
 			if a == nil {
 				a = &acc{interfaces: map[string]bool{}}
@@ -195,13 +204,14 @@ func PlanL2(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo) L2Plan {
 	return plan
 }
 
-// matchingL2 lists the advertisements that cover a Service: its pool is
+// matchingL2 lists the advertisements that cover a Service's addresses
+// from pool: the pool is
 // selected (or all pools are) and its labels match a service selector (or
 // none is given).
-func matchingL2(cfg *config.Config, s ServiceInfo) []*config.L2Advertisement {
+func matchingL2(cfg *config.Config, s ServiceInfo, pool string) []*config.L2Advertisement {
 	var out []*config.L2Advertisement
 	for _, adv := range cfg.L2Advertisements {
-		if adv.Pools != nil && !adv.Pools[s.Pool] {
+		if adv.Pools != nil && !adv.Pools[pool] {
 			continue
 		}
 		if len(adv.ServiceSelectors) > 0 && !config.MatchesAny(adv.ServiceSelectors, s.Labels) {

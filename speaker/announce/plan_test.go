@@ -49,15 +49,27 @@ func TestPlanL2(t *testing.T) {
 	nodes := nodesInfo("x1", "x2", "y1")
 
 	t.Run("no advertisement", func(t *testing.T) {
-		p := PlanL2(cfgWith(t), nodes, []ServiceInfo{{Key: "ns/s", IPs: []netip.Addr{ip("198.18.0.1")}, Pool: "a"}})
+		p := PlanL2(cfgWith(t), nodes, []ServiceInfo{{Key: "ns/s", IPs: []netip.Addr{ip("198.18.0.1")}, Pools: []string{"a"}}})
 		if p.NotAnnounced["ns/s"] != ReasonNoAdvertisement || len(p.Addresses) != 0 {
 			t.Fatalf("%+v", p)
 		}
 	})
+	t.Run("two families from two pools", func(t *testing.T) {
+		// Each address follows its own pool's advertisements.
+		p := PlanL2(cfgWith(t, onlyB), nodes, []ServiceInfo{
+			{Key: "ns/ds", IPs: []netip.Addr{ip("198.18.0.1"), ip("198.18.1.1")}, Pools: []string{"a", "b"}},
+		})
+		if got := p.Addresses[ip("198.18.1.1")]; got.Node != "y1" {
+			t.Fatalf("pool b's address: %+v", got)
+		}
+		if _, ok := p.Addresses[ip("198.18.0.1")]; ok {
+			t.Fatalf("pool a's address announced without an advertisement: %+v", p)
+		}
+	})
 	t.Run("node selector and interfaces", func(t *testing.T) {
 		p := PlanL2(cfgWith(t, onlyB), nodes, []ServiceInfo{
-			{Key: "ns/a", IPs: []netip.Addr{ip("198.18.0.1")}, Pool: "a"},
-			{Key: "ns/b", IPs: []netip.Addr{ip("198.18.1.1")}, Pool: "b"},
+			{Key: "ns/a", IPs: []netip.Addr{ip("198.18.0.1")}, Pools: []string{"a"}},
+			{Key: "ns/b", IPs: []netip.Addr{ip("198.18.1.1")}, Pools: []string{"b"}},
 		})
 		got := p.Addresses[ip("198.18.1.1")]
 		if got.Node != "y1" || len(got.Interfaces) != 1 || got.Interfaces[0] != "eth1" {
@@ -72,8 +84,8 @@ func TestPlanL2(t *testing.T) {
 	})
 	t.Run("ETP Local follows endpoints", func(t *testing.T) {
 		p := PlanL2(cfgWith(t, all), nodes, []ServiceInfo{
-			{Key: "ns/l", IPs: []netip.Addr{ip("198.18.0.1")}, Pool: "a", Local: true, EndpointNodes: map[string]bool{"x2": true}},
-			{Key: "ns/none", IPs: []netip.Addr{ip("198.18.0.2")}, Pool: "a", Local: true},
+			{Key: "ns/l", IPs: []netip.Addr{ip("198.18.0.1")}, Pools: []string{"a"}, Local: true, EndpointNodes: map[string]bool{"x2": true}},
+			{Key: "ns/none", IPs: []netip.Addr{ip("198.18.0.2")}, Pools: []string{"a"}, Local: true},
 		})
 		if p.Addresses[ip("198.18.0.1")].Node != "x2" {
 			t.Fatalf("%+v", p)
@@ -89,8 +101,8 @@ func TestPlanL2(t *testing.T) {
 		for i := range 30 {
 			addr := netip.AddrFrom4([4]byte{198, 18, 0, byte(100 + i)})
 			svcs = append(svcs,
-				ServiceInfo{Key: "ns/udp" + addr.String(), IPs: []netip.Addr{addr}, Pool: "a", Local: true, EndpointNodes: map[string]bool{"x1": true, "y1": true}},
-				ServiceInfo{Key: "ns/tcp" + addr.String(), IPs: []netip.Addr{addr}, Pool: "a", Local: true, EndpointNodes: map[string]bool{"y1": true, "x2": true}})
+				ServiceInfo{Key: "ns/udp" + addr.String(), IPs: []netip.Addr{addr}, Pools: []string{"a"}, Local: true, EndpointNodes: map[string]bool{"x1": true, "y1": true}},
+				ServiceInfo{Key: "ns/tcp" + addr.String(), IPs: []netip.Addr{addr}, Pools: []string{"a"}, Local: true, EndpointNodes: map[string]bool{"y1": true, "x2": true}})
 		}
 		p := PlanL2(cfgWith(t, all), nodes, svcs)
 		for addr, a := range p.Addresses {
@@ -102,7 +114,7 @@ func TestPlanL2(t *testing.T) {
 	t.Run("dead speaker loses its addresses", func(t *testing.T) {
 		svcs := []ServiceInfo{}
 		for i := range 50 {
-			svcs = append(svcs, ServiceInfo{Key: "ns/s" + string(rune('a'+i%26)) + string(rune('a'+i/26)), IPs: []netip.Addr{netip.AddrFrom4([4]byte{198, 18, 0, byte(i)})}, Pool: "a"})
+			svcs = append(svcs, ServiceInfo{Key: "ns/s" + string(rune('a'+i%26)) + string(rune('a'+i/26)), IPs: []netip.Addr{netip.AddrFrom4([4]byte{198, 18, 0, byte(i)})}, Pools: []string{"a"}})
 		}
 		before := PlanL2(cfgWith(t, all), nodes, svcs)
 		dead := nodesInfo("x1", "x2", "y1")
