@@ -62,6 +62,10 @@ type Options struct {
 	// It runs on the announcer's goroutines: it must return quickly. It may
 	// call Set.
 	OnConflict func(ip netip.Addr, foreignMAC net.HardwareAddr)
+	// OnResolved is called when an IP held back by a conflict found while
+	// probing is finally announced, so the caller can clear what it
+	// reported. Same rules as OnConflict.
+	OnResolved func(ip netip.Addr)
 
 	// YieldTimeout bounds a yield (Moves.Yield): an IP nobody took over
 	// by then is released anyway. Default 2s.
@@ -513,6 +517,9 @@ func (a *Announcer) manage(ctx context.Context, e *entry) {
 			return
 		}
 		if free {
+			if backoff > minConflictRetry && a.opts.OnResolved != nil {
+				a.opts.OnResolved(e.ip)
+			}
 			break
 		}
 		a.setPhase(e, phaseNone)

@@ -114,6 +114,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 						rec.Conflict(ip, mac)
 						poke()
 					},
+					OnResolved: func(netip.Addr) { poke() },
 				})
 			})
 		},

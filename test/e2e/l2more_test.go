@@ -98,7 +98,12 @@ func (cl *cluster) waitIP(name string) netip.Addr {
 // waitAnnounced waits for the ironlb.io/Announced condition.
 func (cl *cluster) waitAnnounced(name string, status metav1.ConditionStatus, contains string) {
 	cl.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	cl.waitAnnouncedWithin(name, status, contains, 10*time.Second)
+}
+
+func (cl *cluster) waitAnnouncedWithin(name string, status metav1.ConditionStatus, contains string, timeout time.Duration) {
+	cl.t.Helper()
+	deadline := time.Now().Add(timeout)
 	var last string
 	for time.Now().Before(deadline) {
 		var s corev1.Service

@@ -33,6 +33,7 @@ type Lab struct {
 	Hosts  map[string]*Host
 	bridge string // namespace holding the bridge
 	made   []string
+	links  int // bridge ports added by AddLink
 }
 
 // Check says in one sentence why labs cannot run here, or nil.
@@ -136,6 +137,32 @@ func (l *Lab) build(v4, v6 netip.Prefix, base int, names []string) error {
 		l.Hosts[n] = h
 	}
 	return nil
+}
+
+// AddLink attaches one more interface of host (named name, up, with no
+// address) to the LAN, the way a second NIC or a late VLAN shows up on a
+// node, and returns its MAC.
+func (l *Lab) AddLink(host, name string) (net.HardwareAddr, error) {
+	h, ok := l.Hosts[host]
+	if !ok {
+		return nil, fmt.Errorf("no host %q", host)
+	}
+	l.links++
+	port := fmt.Sprintf("x%d", l.links)
+	for _, s := range [][]string{
+		{"ip", "-n", h.Name, "link", "add", name, "type", "veth", "peer", "name", port, "netns", l.bridge},
+		{"ip", "-n", l.bridge, "link", "set", port, "master", "br0", "up"},
+		{"ip", "-n", h.Name, "link", "set", name, "up"},
+	} {
+		if _, err := Run(s...); err != nil {
+			return nil, err
+		}
+	}
+	ifi, err := InNS(h.Name, func() (*net.Interface, error) { return net.InterfaceByName(name) })
+	if err != nil {
+		return nil, err
+	}
+	return ifi.HardwareAddr, nil
 }
 
 func nth(a netip.Addr, n int) netip.Addr {
