@@ -45,7 +45,7 @@ func TestBenchHandover(t *testing.T) {
 	cl.l2Setup("198.18.0.200-198.18.0.220")
 	ip := cl.service("web")
 	var samples []time.Duration
-	missed := 0
+	missed, rejoinMissed, moves := 0, 0, 0
 	for i := range *failoverRuns {
 		owner := cl.stableOwner(ip)
 		d, misses, err := cl.handover(owner, ip)
@@ -54,9 +54,40 @@ func TestBenchHandover(t *testing.T) {
 		}
 		samples = append(samples, d)
 		missed += misses
-		cl.startSpeaker(owner)
+		// The restarted speaker joins and, when the hash says so, takes
+		// its address back from a live node: that move must not leave
+		// the client unanswered either.
+		n, movedBack := cl.rejoin(owner, ip)
+		rejoinMissed += n
+		if movedBack {
+			moves++
+		}
 	}
 	report(t, "graceful handover (SIGTERM -> new owner's gratuitous ARP at the client)", samples, fmt.Sprintf(", unanswered resolves in all runs: %d", missed))
+	msg := fmt.Sprintf("rejoin after restart: address moved back to the restarted node in %d of %d runs, unanswered resolves in all runs: %d", moves, *failoverRuns, rejoinMissed)
+	t.Log(msg)
+	fmt.Println(msg)
+}
+
+// rejoin restarts node's speaker while the client keeps resolving ip, and
+// returns the unanswered resolves over the following 3 s and whether the
+// address moved back to node.
+func (cl *cluster) rejoin(node string, ip netip.Addr) (int, bool) {
+	misses := 0
+	stop := time.Now().Add(3 * time.Second)
+	started := false
+	for time.Now().Before(stop) {
+		if _, err := cl.resolve(ip, 100*time.Millisecond); err != nil {
+			misses++
+		}
+		if !started {
+			cl.startSpeaker(node)
+			started = true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	o, err := cl.owner(ip)
+	return misses, err == nil && o == node
 }
 
 // stableOwner waits until the restarted speaker of the last round has
