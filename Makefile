@@ -29,10 +29,13 @@ k8s-binaries:
 	hack/k8s-binaries.sh
 
 # deps: the Debian tools the network tests and the lab drive (present on
-# the base image, installed if not).
+# the base image, installed if not). frr provides the routers the BGP tests
+# peer with (test/frr runs its daemons itself; the system service is never
+# started, and stopped if the package started it).
 deps:
-	@command -v ip >/dev/null && command -v pgrep >/dev/null && command -v sysctl >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq iproute2 procps)
+	@command -v ip >/dev/null && command -v pgrep >/dev/null && command -v sysctl >/dev/null && test -x /usr/lib/frr/bgpd || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 procps frr && \
+		 (service frr stop >/dev/null 2>&1; true))
 
 helm:
 	hack/helm.sh

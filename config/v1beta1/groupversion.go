@@ -27,6 +27,7 @@ func AddToScheme(s *runtime.Scheme) error {
 		&BGPAdvertisement{}, &BGPAdvertisementList{},
 		&BFDProfile{}, &BFDProfileList{},
 		&Community{}, &CommunityList{},
+		&BGPNodeStatus{}, &BGPNodeStatusList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

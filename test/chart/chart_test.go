@@ -7,6 +7,7 @@ package chart
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -97,6 +98,7 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var crds apiextensionsv1.CustomResourceDefinitionList
+		wantCRDs := chartCRDs(t)
 		if err := c.List(ctx, &crds); err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +110,7 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 				}
 			}
 		}
-		if established == 6 && len(crds.Items) == 6 {
+		if established == len(crds.Items) && len(crds.Items) == wantCRDs {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -209,6 +211,13 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 			t.Errorf("speaker cannot list %T: %v", l, err)
 		}
 	}
+	// BGP passwords: Secrets of its own namespace only.
+	if err := spk.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)); err != nil {
+		t.Errorf("speaker cannot read the Secrets of its namespace: %v", err)
+	}
+	if err := spk.Create(ctx, &v1beta1.BGPNodeStatus{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}); err != nil {
+		t.Errorf("speaker cannot create its BGPNodeStatus: %v", err)
+	}
 	patched := svc.DeepCopy()
 	patched.Status.Conditions = append(patched.Status.Conditions, metav1.Condition{Type: v1beta1.ServiceConditionAnnounced, Status: metav1.ConditionTrue, Reason: "Layer2", Message: "test", LastTransitionTime: metav1.Now()})
 	if err := spk.Status().Patch(ctx, patched, client.StrategicMergeFrom(svc)); err != nil {
@@ -224,9 +233,12 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 			s.Spec.Selector = map[string]string{"app": "evil"}
 			return spk.Update(ctx, s)
 		}},
-		{"read Secrets", func() error { return spk.List(ctx, &corev1.SecretList{}) }},
-		{"read its own mesh key Secret", func() error {
-			return spk.Get(ctx, types.NamespacedName{Namespace: ns, Name: "r0-mesh-key"}, &corev1.Secret{})
+		{"read Secrets cluster-wide", func() error { return spk.List(ctx, &corev1.SecretList{}) }},
+		{"read a Secret of another namespace", func() error {
+			return spk.Get(ctx, types.NamespacedName{Namespace: "default", Name: "other"}, &corev1.Secret{})
+		}},
+		{"write BGP password Secrets", func() error {
+			return spk.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "evil"}})
 		}},
 		{"change a pool", func() error {
 			p := pool.DeepCopy()
@@ -244,6 +256,16 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 			t.Errorf("the speaker's ServiceAccount may %s (err %v)", f.what, err)
 		}
 	}
+}
+
+// chartCRDs counts the CRD manifests the chart ships.
+func chartCRDs(t *testing.T) int {
+	t.Helper()
+	files, err := filepath.Glob("../../charts/ironlb/crds/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no CRDs in charts/ironlb/crds (%v)", err)
+	}
+	return len(files)
 }
 
 func eventually(t *testing.T, cond func() string) {

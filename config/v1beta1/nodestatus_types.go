@@ -1,0 +1,74 @@
+package v1beta1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// BGPNodeStatus is written by the speaker of one node (the object is named
+// after the node and owned by it, so it goes away with the node): the
+// state of that node's BGP sessions, for `kubectl get bgpnodestatus`. It
+// has no spec; it is an observation, not configuration.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=bgpstatus,categories=ironlb
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Established",type=integer,JSONPath=`.status.established`
+// +kubebuilder:printcolumn:name="Peers",type=integer,JSONPath=`.status.peerCount`
+// +kubebuilder:printcolumn:name="Prefixes",type=integer,JSONPath=`.status.prefixes`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type BGPNodeStatus struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Status BGPNodeStatusStatus `json:"status,omitempty"`
+}
+
+// BGPNodeStatusStatus lists one node's sessions.
+type BGPNodeStatusStatus struct {
+	// PeerCount is the number of BGPPeers selecting this node.
+	// +optional
+	PeerCount int32 `json:"peerCount,omitempty"`
+	// Established is the number of sessions up.
+	// +optional
+	Established int32 `json:"established,omitempty"`
+	// Prefixes is the number of prefixes this node announces.
+	// +optional
+	Prefixes int32 `json:"prefixes,omitempty"`
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Peers []BGPSessionStatus `json:"peers,omitempty"`
+}
+
+// BGPSessionStatus is one session from this node.
+type BGPSessionStatus struct {
+	// Name of the BGPPeer.
+	Name string `json:"name"`
+	// Address of the peer.
+	Address string `json:"address"`
+	// State is the BGP FSM state: idle, connect, active, opensent,
+	// openconfirm or established.
+	State string `json:"state"`
+	// Since is when the session entered its state (uptime when
+	// established).
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+	// PrefixesSent is the number of prefixes advertised to the peer.
+	// +optional
+	PrefixesSent int64 `json:"prefixesSent,omitempty"`
+	// BFD is the BFD session state (up, down, init, admindown), empty
+	// without BFD.
+	// +optional
+	BFD string `json:"bfd,omitempty"`
+	// Error is the last error configuring the session (a missing password
+	// Secret, say).
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
+// BGPNodeStatusList is a list of BGPNodeStatus.
+//
+// +kubebuilder:object:root=true
+type BGPNodeStatusList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BGPNodeStatus `json:"items"`
+}

@@ -1,0 +1,529 @@
+// Package frr runs real FRRouting daemons (zebra, bgpd, bfdd from the
+// Debian frr package) inside a network namespace, to test ironlb's BGP
+// speaker against the router it will meet in production rather than
+// against itself. Every file, socket and pid file lives in a directory the
+// caller owns, so several routers run side by side and nothing touches
+// /etc/frr or a system FRR; Close kills the daemons, and Start kills
+// them itself on failure.
+package frr
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Dir is where Debian installs the FRR daemons.
+const Dir = "/usr/lib/frr"
+
+// Check says in one sentence why FRR cannot run here, or nil.
+func Check() error {
+	for _, d := range []string{"zebra", "bgpd", "bfdd"} {
+		if _, err := os.Stat(filepath.Join(Dir, d)); err != nil {
+			return fmt.Errorf("FRR is not installed (%s/%s missing): run `make deps` or apt-get install -y frr", Dir, d)
+		}
+	}
+	if _, err := exec.LookPath("vtysh"); err != nil {
+		return errors.New("vtysh is missing: apt-get install -y frr")
+	}
+	return nil
+}
+
+// Router is one FRR instance (zebra, bfdd, bgpd) in a namespace.
+type Router struct {
+	NS   string
+	Dir  string
+	done map[string]chan struct{}
+	cmds map[string]*exec.Cmd
+}
+
+// daemons in start order: bgpd and bfdd connect to zebra.
+var daemons = []string{"zebra", "bfdd", "bgpd"}
+
+// Start runs zebra, bfdd and bgpd in namespace ns (via ip netns exec),
+// with every runtime file under dir, and bgpd configured by conf (FRR
+// configuration as in frr.conf: "router bgp ...", "bfd ..." blocks).
+// It returns once vtysh answers for every daemon.
+func Start(ns, dir, conf string) (*Router, error) {
+	if err := Check(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	r := &Router{NS: ns, Dir: dir, done: map[string]chan struct{}{}, cmds: map[string]*exec.Cmd{}}
+	base := "log file " + filepath.Join(dir, "%s.log") + " informational\nlog timestamp precision 3\n"
+	for _, d := range daemons {
+		c := fmt.Sprintf(base, d)
+		switch d {
+		case "bgpd":
+			c += conf
+		case "bfdd":
+			// bfdd takes "bfd" blocks (profiles); bgpd's "neighbor X
+			// bfd" creates sessions through zebra without one.
+			c += bfdBlocks(conf)
+		}
+		if err := os.WriteFile(filepath.Join(dir, d+".conf"), []byte(c), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range daemons {
+		if err := r.startDaemon(d); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for _, d := range daemons {
+		for {
+			_, err := r.vtysh(d, "show version")
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				r.Close()
+				return nil, fmt.Errorf("FRR %s in %s does not answer: %w\n%s", d, ns, err, r.Logs())
+			}
+			if r.exited(d) {
+				r.Close()
+				return nil, fmt.Errorf("FRR %s in %s exited at start:\n%s", d, ns, r.Logs())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return r, nil
+}
+
+// bfdBlocks extracts the top-level "bfd" blocks of conf.
+func bfdBlocks(conf string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(conf, "\n") {
+		top := line != "" && line[0] != ' '
+		switch {
+		case top && strings.TrimSpace(line) == "bfd":
+			in = true
+		case in && top:
+			in = false
+			if strings.TrimSpace(line) == "exit" {
+				b.WriteString("exit\n")
+			}
+			continue
+		}
+		if in {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+func (r *Router) startDaemon(d string) error {
+	args := []string{"netns", "exec", r.NS, filepath.Join(Dir, d),
+		// Stay root (the frr user may not enter the caller's directory);
+		// group frrvty because FRR insists that its user be in that group.
+		"-u", "root", "-g", "frrvty",
+		"-f", filepath.Join(r.Dir, d+".conf"),
+		"-i", filepath.Join(r.Dir, d+".pid"),
+		"-z", filepath.Join(r.Dir, "zserv.api"),
+		"--vty_socket", r.Dir,
+		"-P", "0", // no TCP vty
+	}
+	switch d {
+	case "bfdd":
+		args = append(args, "--bfdctl", filepath.Join(r.Dir, "bfdd.sock"))
+	case "bgpd":
+		args = append(args, "-p", "179")
+	}
+	out, err := os.Create(filepath.Join(r.Dir, d+".out"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("ip", args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	// Die with the test process, whatever happens to it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("start FRR %s in %s: %w", d, r.NS, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); out.Close(); close(done) }()
+	r.cmds[d], r.done[d] = cmd, done
+	// zebra must have created its socket before the clients start, or
+	// they retry with a back-off.
+	if d == "zebra" {
+		sock := filepath.Join(r.Dir, "zserv.api")
+		for i := 0; i < 200; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				return nil
+			}
+			if r.exited(d) {
+				return fmt.Errorf("FRR zebra in %s exited at start:\n%s", r.NS, r.Logs())
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		return fmt.Errorf("FRR zebra in %s: no socket %s after 5s", r.NS, sock)
+	}
+	return nil
+}
+
+func (r *Router) exited(d string) bool {
+	select {
+	case <-r.done[d]:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close kills the daemons and waits for them to exit. It may be called
+// more than once.
+func (r *Router) Close() {
+	for _, d := range slices.Backward(daemons) {
+		cmd := r.cmds[d]
+		if cmd == nil {
+			continue
+		}
+		_ = cmd.Process.Kill()
+		<-r.done[d]
+		delete(r.cmds, d)
+	}
+}
+
+// Logs returns the tail of every daemon's log and output, for failure
+// messages.
+func (r *Router) Logs() string {
+	var b strings.Builder
+	for _, d := range daemons {
+		for _, f := range []string{d + ".log", d + ".out"} {
+			data, err := os.ReadFile(filepath.Join(r.Dir, f))
+			if err != nil || len(data) == 0 {
+				continue
+			}
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			if len(lines) > 80 {
+				lines = lines[len(lines)-80:]
+			}
+			fmt.Fprintf(&b, "--- %s (%s)\n%s\n", f, r.NS, strings.Join(lines, "\n"))
+		}
+	}
+	return b.String()
+}
+
+func (r *Router) vtysh(daemon, cmd string) ([]byte, error) {
+	args := []string{"--vty_socket", r.Dir}
+	if daemon != "" {
+		args = append(args, "-d", daemon)
+	}
+	args = append(args, "-c", cmd)
+	c := exec.Command("vtysh", args...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	if err := c.Run(); err != nil {
+		return out.Bytes(), fmt.Errorf("vtysh -c %q: %w: %s%s", cmd, err, strings.TrimSpace(errb.String()), strings.TrimSpace(out.String()))
+	}
+	return out.Bytes(), nil
+}
+
+// Vtysh runs one vtysh command and returns its output.
+func (r *Router) Vtysh(cmd string) (string, error) {
+	out, err := r.vtysh("", cmd)
+	return string(out), err
+}
+
+// VtyshJSON runs a "... json" vtysh command and decodes its output into out.
+func (r *Router) VtyshJSON(cmd string, out any) error {
+	data, err := r.vtysh("", cmd)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("vtysh -c %q: decode %q: %w", cmd, truncate(data, 300), err)
+	}
+	return nil
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
+
+// Neighbor is bgpd's view of one session.
+type Neighbor struct {
+	Address netip.Addr
+	State   string // Established, Active, Connect, OpenSent, ...
+	// Since is when the session was established (zero if it is not).
+	Since time.Time
+	// PrefixesReceived counts accepted prefixes over both families.
+	PrefixesReceived int
+	// BFDStatus is bgpd's view of the BFD session ("Up", "Down", "" without BFD).
+	BFDStatus string
+	// LastResetReason is why the session last went down.
+	LastResetReason string
+	// Connections counts how often the session was established; it
+	// changes exactly when the session was reset (Since is derived from
+	// an uptime and may jitter by a second).
+	Connections int
+}
+
+// Established tells whether the session is up.
+func (n Neighbor) Established() bool { return n.State == "Established" }
+
+// Neighbors returns every configured BGP neighbor by address.
+func (r *Router) Neighbors() (map[netip.Addr]Neighbor, error) {
+	var raw map[string]struct {
+		BGPState      string `json:"bgpState"`
+		UpEpoch       int64  `json:"bgpTimerUpEstablishedEpoch"`
+		LastResetDue  string `json:"lastResetDueTo"`
+		Connections   int    `json:"connectionsEstablished"`
+		AddressFamily map[string]struct {
+			AcceptedPrefixCounter int `json:"acceptedPrefixCounter"`
+		} `json:"addressFamilyInfo"`
+		PeerBfdInfo *struct {
+			Status string `json:"status"`
+		} `json:"peerBfdInfo"`
+	}
+	if err := r.VtyshJSON("show bgp neighbors json", &raw); err != nil {
+		return nil, err
+	}
+	out := map[netip.Addr]Neighbor{}
+	for k, v := range raw {
+		a, err := netip.ParseAddr(k)
+		if err != nil {
+			continue
+		}
+		n := Neighbor{Address: a, State: v.BGPState, LastResetReason: v.LastResetDue, Connections: v.Connections}
+		if n.Established() && v.UpEpoch > 0 {
+			n.Since = time.Unix(v.UpEpoch, 0)
+		}
+		for _, af := range v.AddressFamily {
+			n.PrefixesReceived += af.AcceptedPrefixCounter
+		}
+		if v.PeerBfdInfo != nil {
+			n.BFDStatus = v.PeerBfdInfo.Status
+		}
+		out[a] = n
+	}
+	return out, nil
+}
+
+// BFDPeer is bfdd's view of one BFD session.
+type BFDPeer struct {
+	Peer   netip.Addr `json:"peer"`
+	Status string     `json:"status"` // up, down, init
+	// Intervals in milliseconds as negotiated.
+	ReceiveInterval  int `json:"receive-interval"`
+	TransmitInterval int `json:"transmit-interval"`
+	DetectMultiplier int `json:"detect-multiplier"`
+	RemoteMultiplier int `json:"remote-detect-multiplier"`
+}
+
+// BFDPeers returns bfdd's sessions.
+func (r *Router) BFDPeers() ([]BFDPeer, error) {
+	var out []BFDPeer
+	if err := r.VtyshJSON("show bfd peers json", &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Path is one BGP path bgpd holds for a prefix.
+type Path struct {
+	Nexthops  []netip.Addr
+	From      netip.Addr // the peer that sent it
+	Best      bool
+	Multipath bool
+	Stale     bool
+	// LocalPref is the LOCAL_PREF attribute (-1 when absent: eBGP).
+	LocalPref int
+	// Communities and LargeCommunities as FRR prints them, e.g.
+	// "64512:100 64512:200" and "64512:1:2".
+	Communities      string
+	LargeCommunities string
+	ASPath           string
+}
+
+// Family is an address family in vtysh's spelling: "ipv4" or "ipv6".
+type Family string
+
+const (
+	IPv4 Family = "ipv4"
+	IPv6 Family = "ipv6"
+)
+
+// FamilyOf returns the family of prefix.
+func FamilyOf(p netip.Prefix) Family {
+	if p.Addr().Is4() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// BGPPrefix returns bgpd's paths for one prefix (none if it has none).
+func (r *Router) BGPPrefix(p netip.Prefix) ([]Path, error) {
+	var raw struct {
+		Paths []struct {
+			Nexthops []struct {
+				IP    string `json:"ip"`
+				Scope string `json:"scope"`
+			} `json:"nexthops"`
+			Peer struct {
+				PeerID string `json:"peerId"`
+			} `json:"peer"`
+			BestPath *struct {
+				Overall bool `json:"overall"`
+			} `json:"bestpath"`
+			Multipath bool `json:"multipath"`
+			Stale     bool `json:"stale"`
+			LocalPref *int `json:"locPrf"`
+			Community *struct {
+				String string `json:"string"`
+			} `json:"community"`
+			LargeCommunity *struct {
+				String string `json:"string"`
+			} `json:"largeCommunity"`
+			ASPath *struct {
+				String string `json:"string"`
+			} `json:"aspath"`
+		} `json:"paths"`
+	}
+	if err := r.VtyshJSON(fmt.Sprintf("show bgp %s unicast %s json", FamilyOf(p), p), &raw); err != nil {
+		return nil, err
+	}
+	var out []Path
+	for _, rp := range raw.Paths {
+		path := Path{Multipath: rp.Multipath, Stale: rp.Stale, LocalPref: -1}
+		for _, nh := range rp.Nexthops {
+			if nh.Scope == "link-local" {
+				continue
+			}
+			if a, err := netip.ParseAddr(nh.IP); err == nil {
+				path.Nexthops = append(path.Nexthops, a)
+			}
+		}
+		path.From, _ = netip.ParseAddr(rp.Peer.PeerID)
+		if rp.BestPath != nil {
+			path.Best = rp.BestPath.Overall
+		}
+		if rp.LocalPref != nil {
+			path.LocalPref = *rp.LocalPref
+		}
+		if rp.Community != nil {
+			path.Communities = rp.Community.String
+		}
+		if rp.LargeCommunity != nil {
+			path.LargeCommunities = rp.LargeCommunity.String
+		}
+		if rp.ASPath != nil {
+			path.ASPath = rp.ASPath.String
+		}
+		out = append(out, path)
+	}
+	return out, nil
+}
+
+// Routes returns zebra's installed BGP routes of a family: prefix → the
+// next hops it forwards to (several for ECMP), sorted.
+func (r *Router) Routes(f Family) (map[netip.Prefix][]netip.Addr, error) {
+	cmd := "show ip route bgp json"
+	if f == IPv6 {
+		cmd = "show ipv6 route bgp json"
+	}
+	var raw map[string][]struct {
+		Protocol  string `json:"protocol"`
+		Selected  bool   `json:"selected"`
+		Installed bool   `json:"installed"`
+		Nexthops  []struct {
+			IP     string `json:"ip"`
+			Active bool   `json:"active"`
+		} `json:"nexthops"`
+	}
+	if err := r.VtyshJSON(cmd, &raw); err != nil {
+		return nil, err
+	}
+	out := map[netip.Prefix][]netip.Addr{}
+	for k, entries := range raw {
+		p, err := netip.ParsePrefix(k)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if e.Protocol != "bgp" || !e.Selected {
+				continue
+			}
+			var nhs []netip.Addr
+			for _, nh := range e.Nexthops {
+				if a, err := netip.ParseAddr(nh.IP); err == nil && nh.Active {
+					nhs = append(nhs, a)
+				}
+			}
+			slices.SortFunc(nhs, netip.Addr.Compare)
+			out[p] = nhs
+		}
+	}
+	return out, nil
+}
+
+// Poll calls cond every interval until it returns true, an error, or ctx
+// ends, and returns how long it took from the call. It is the measuring
+// stick of the BGP tests and benchmarks: the resolution is interval plus
+// one vtysh round trip (a few milliseconds).
+func Poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) (time.Duration, error) {
+	start := time.Now()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if err != nil {
+			return time.Since(start), err
+		}
+		if ok {
+			return time.Since(start), nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("after %v: %w", time.Since(start).Round(time.Millisecond), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// WaitRoute waits until zebra's route for prefix satisfies want (given the
+// sorted next hops, nil when there is no route) and returns how long it
+// took, polling every 10ms. Use it to measure propagation: call it right
+// after the change.
+func (r *Router) WaitRoute(ctx context.Context, prefix netip.Prefix, want func(nexthops []netip.Addr) bool) (time.Duration, error) {
+	var last []netip.Addr
+	d, err := Poll(ctx, 10*time.Millisecond, func() (bool, error) {
+		rs, err := r.Routes(FamilyOf(prefix))
+		if err != nil {
+			return false, err
+		}
+		last = rs[prefix]
+		return want(last), nil
+	})
+	if err != nil {
+		return d, fmt.Errorf("route %s in %s (last next hops %v): %w", prefix, r.NS, last, err)
+	}
+	return d, nil
+}
+
+// NextHops returns a WaitRoute condition: exactly these next hops (in any
+// order); none means no route.
+func NextHops(want ...netip.Addr) func([]netip.Addr) bool {
+	w := slices.Clone(want)
+	slices.SortFunc(w, netip.Addr.Compare)
+	return func(got []netip.Addr) bool { return slices.Equal(got, w) }
+}
