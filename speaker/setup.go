@@ -11,7 +11,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -24,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
-	"github.com/ironlb/ironlb/internal/netnsrun"
 	"github.com/ironlb/ironlb/l2"
 	"github.com/ironlb/ironlb/speaker/membership"
 )
@@ -36,10 +34,6 @@ type Options struct {
 	MeshPort uint16
 	// Key authenticates mesh packets (from a Secret).
 	Key []byte
-	// NetNS, for labs only, opens the node-network sockets (ARP/NDP, mesh)
-	// inside this named network namespace, while the API connection stays
-	// in the speaker's own: one machine can then host several "nodes".
-	NetNS string
 	// Interfaces are announced on when an L2Advertisement names none;
 	// default: the interface holding the node's InternalIP.
 	Interfaces []string
@@ -67,7 +61,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	if len(opts.Interfaces) == 0 {
 		var err error
-		opts.Interfaces, err = netnsrun.In(opts.NetNS, func() ([]string, error) { return interfaceOf(nodeIP) })
+		opts.Interfaces, err = interfaceOf(nodeIP)
 		if err != nil {
 			return err
 		}
@@ -79,11 +73,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		meshMetrics = membership.NewMetrics(opts.Registry)
 		l2Metrics = l2.NewMetrics(opts.Registry)
 	}
-	mesh, err := netnsrun.In(opts.NetNS, func() (*membership.Mesh, error) {
-		return membership.New(membership.Config{
-			Self: opts.NodeName, Bind: netip.AddrPortFrom(nodeIP, opts.MeshPort), Key: opts.Key,
-			Logger: log.WithName("mesh"), Metrics: meshMetrics,
-		})
+	mesh, err := membership.New(membership.Config{
+		Self: opts.NodeName, Bind: netip.AddrPortFrom(nodeIP, opts.MeshPort), Key: opts.Key,
+		Logger: log.WithName("mesh"), Metrics: meshMetrics,
 	})
 	if err != nil {
 		return fmt.Errorf("liveness mesh on %s:%d: %w", nodeIP, opts.MeshPort, err)
@@ -106,16 +98,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		log:    log.WithName("l2"),
 		onStop: poke,
 		create: func(iface string) (*l2.Announcer, error) {
-			return netnsrun.In(opts.NetNS, func() (*l2.Announcer, error) {
-				return l2.NewAnnouncer(iface, l2.Options{
-					Logger:  log.WithName("l2").WithValues("interface", iface),
-					Metrics: l2Metrics,
-					OnConflict: func(ip netip.Addr, mac net.HardwareAddr) {
-						rec.Conflict(ip, mac)
-						poke()
-					},
-					OnResolved: func(netip.Addr) { poke() },
-				})
+			return l2.NewAnnouncer(iface, l2.Options{
+				Logger:  log.WithName("l2").WithValues("interface", iface),
+				Metrics: l2Metrics,
+				OnConflict: func(ip netip.Addr, mac net.HardwareAddr) {
+					rec.Conflict(ip, mac)
+					poke()
+				},
+				OnResolved: func(netip.Addr) { poke() },
 			})
 		},
 	}
@@ -149,7 +139,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 				}
 			}
 		}()
-		go watchLinks(ctx, opts.NetNS, log, func(iface string) {
+		go watchLinks(ctx, log, func(iface string) {
 			if rec.WaitingFor(iface) {
 				poke()
 			}
@@ -262,22 +252,13 @@ func (s *announcerSet) announcing() int {
 	return len(ips)
 }
 
-// watchLinks calls changed with the name of every link that changes in the
-// node's network namespace (ns, "" = our own), so an interface that appears
-// or comes up later is announced on without waiting for the retry.
-func watchLinks(ctx context.Context, ns string, log logr.Logger, changed func(iface string)) {
+// watchLinks calls changed with the name of every link that changes, so
+// an interface that appears or comes up later is announced on without
+// waiting for the retry.
+func watchLinks(ctx context.Context, log logr.Logger, changed func(iface string)) {
 	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
 		log.V(1).Info("link updates", "error", err.Error())
 	}}
-	if ns != "" {
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			log.Error(err, "cannot watch links; interfaces are retried periodically", "netns", ns)
-			return
-		}
-		defer h.Close()
-		opts.Namespace = &h
-	}
 	updates := make(chan netlink.LinkUpdate, 64)
 	if err := netlink.LinkSubscribeWithOptions(updates, ctx.Done(), opts); err != nil {
 		log.Error(err, "cannot watch links; interfaces are retried periodically")

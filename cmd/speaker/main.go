@@ -4,8 +4,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/internal/app"
+	"github.com/ironlb/ironlb/internal/netnsrun"
 	"github.com/ironlb/ironlb/speaker"
 )
 
@@ -32,7 +35,7 @@ func run() error {
 		nodeName        = flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME)")
 		meshPort        = flag.Uint("mesh-port", 7946, "UDP port of the speakers' liveness mesh")
 		keyFile         = flag.String("mesh-key-file", "/etc/ironlb/mesh/key", "file holding the mesh's shared key (mounted from a Secret)")
-		netnsName       = flag.String("netns", "", "labs only: open node-network sockets in this network namespace")
+		apiNetNS        = flag.String("apiserver-netns", "", "labs only: reach the API server from this network namespace (a path like /proc/PID/ns/net), while everything else runs in the speaker's own")
 		interfaces      = flag.String("interfaces", "", "comma-separated interfaces to announce on when an L2Advertisement names none (default: the node address's)")
 		metricsAddr     = flag.String("metrics-bind-address", ":7474", "HTTPS metrics endpoint, authenticated through the API server (\"0\" disables)")
 		insecureMetrics = flag.Bool("metrics-insecure", false, "serve metrics over plain HTTP without authentication (only for local labs)")
@@ -64,6 +67,17 @@ func run() error {
 	}
 	controller.TuneRESTConfig(cfg)
 	cfg.UserAgent = "ironlb-speaker/" + version
+	if ns := *apiNetNS; ns != "" {
+		// A lab runs one API server on the host's loopback and each
+		// "node" speaker in a namespace of its own: the API connections
+		// are the only sockets opened outside the node.
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return netnsrun.In(ns, func() (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			})
+		}
+	}
 	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsOpts, HealthProbeBindAddress: *probeAddr})
 	if err != nil {
@@ -75,7 +89,7 @@ func run() error {
 		ifaces = strings.Split(*interfaces, ",")
 	}
 	if err := speaker.Setup(ctx, mgr, speaker.Options{
-		NodeName: *nodeName, MeshPort: uint16(*meshPort), Key: key, NetNS: *netnsName,
+		NodeName: *nodeName, MeshPort: uint16(*meshPort), Key: key,
 		Interfaces: ifaces, Registry: metrics.Registry,
 	}); err != nil {
 		return err

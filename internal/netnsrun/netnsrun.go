@@ -6,11 +6,14 @@ package netnsrun
 import (
 	"fmt"
 	"runtime"
+	"strings"
 
 	"github.com/vishvananda/netns"
 )
 
-// In runs fn inside the namespace name ("" runs it where the caller is).
+// In runs fn inside the namespace name: a name under /run/netns, or a
+// path such as /proc/PID/ns/net when it starts with "/" ("" runs it where
+// the caller is).
 func In[T any](name string, fn func() (T, error)) (T, error) {
 	var zero T
 	if name == "" {
@@ -23,7 +26,11 @@ func In[T any](name string, fn func() (T, error)) (T, error) {
 		return zero, err
 	}
 	defer orig.Close()
-	target, err := netns.GetFromName(name)
+	get := netns.GetFromName
+	if strings.HasPrefix(name, "/") {
+		get = netns.GetFromPath
+	}
+	target, err := get(name)
 	if err != nil {
 		return zero, fmt.Errorf("network namespace %q: %w", name, err)
 	}

@@ -49,16 +49,18 @@ type Speaker struct {
 	done chan struct{}
 }
 
-// StartSpeaker runs bin/speaker for a node, its node-network sockets in
-// the host's namespace, its API connection through kubeconfig.
+// StartSpeaker runs bin/speaker for a node inside the node's namespace, as
+// on a real node's host network; only its API connections are dialled
+// from this process's namespace, where the API server listens.
 func StartSpeaker(root, dir, node string, h *netlab.Host, kubeconfig, keyFile string) (*Speaker, error) {
 	logPath := filepath.Join(dir, "speaker-"+node+".log")
 	log, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(root, "bin", "speaker"),
-		"--node-name="+node, "--netns="+h.Name, "--kubeconfig="+kubeconfig, "--mesh-key-file="+keyFile,
+	cmd := exec.Command("ip", "netns", "exec", h.Name, filepath.Join(root, "bin", "speaker"),
+		"--node-name="+node, fmt.Sprintf("--apiserver-netns=/proc/%d/ns/net", os.Getpid()),
+		"--kubeconfig="+kubeconfig, "--mesh-key-file="+keyFile,
 		"--metrics-bind-address=0", "--health-probe-bind-address=0")
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
