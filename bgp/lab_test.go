@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -109,28 +108,11 @@ func newLab(t *testing.T, n int, neighbors func(nodes []*netlab.Host) []neighbor
 }
 
 func frrConf(rtr *netlab.Host, ns []neighbor) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "router bgp %d\n bgp router-id %s\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n", routerASN, rtr.IPv4.Addr())
-	b.WriteString(" bgp bestpath as-path multipath-relax\n bgp graceful-restart\n")
+	var out []frr.NeighborConf
 	for _, n := range ns {
-		fmt.Fprintf(&b, " neighbor %s remote-as %d\n", n.addr, n.asn)
-		fmt.Fprintf(&b, " neighbor %s timers connect 1\n", n.addr)
-		if n.password != "" {
-			fmt.Fprintf(&b, " neighbor %s password %s\n", n.addr, n.password)
-		}
-		if n.bfd {
-			fmt.Fprintf(&b, " neighbor %s bfd\n", n.addr)
-		}
+		out = append(out, frr.NeighborConf{Addr: n.addr, ASN: n.asn, Password: n.password, BFD: n.bfd})
 	}
-	for _, af := range []string{"ipv4", "ipv6"} {
-		fmt.Fprintf(&b, " address-family %s unicast\n  maximum-paths 8\n  maximum-paths ibgp 8\n", af)
-		for _, n := range ns {
-			fmt.Fprintf(&b, "  neighbor %s activate\n", n.addr)
-		}
-		b.WriteString(" exit-address-family\n")
-	}
-	b.WriteString("exit\n")
-	return b.String()
+	return frr.BGPConfig(routerASN, rtr.IPv4.Addr(), out)
 }
 
 // speaker starts a child speaker on node h; t.Cleanup kills it.

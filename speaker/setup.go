@@ -38,6 +38,9 @@ type Options struct {
 	// default: the interface holding the node's InternalIP.
 	Interfaces []string
 	Registry   prometheus.Registerer
+	// Namespace is the speaker's own; BGP password Secrets are read there
+	// (the manager's cache must watch Secrets in it, and only there).
+	Namespace string
 }
 
 // Setup adds the speaker to mgr (no leader election: every node runs one).
@@ -88,9 +91,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		default:
 		}
 	}
+	nodeV4, nodeV6 := nodeAddresses(&node)
+	drv := &bgpDriver{log: log.WithName("bgp"), nodeIPv4: nodeV4, nodeV6: nodeV6, reg: opts.Registry}
 	rec := &Reconciler{
 		Client: mgr.GetClient(), Self: opts.NodeName, Mesh: mesh, MeshPort: opts.MeshPort,
 		Recorder: mgr.GetEventRecorder("ironlb-speaker"), Log: log, Interfaces: opts.Interfaces,
+		Namespace: opts.Namespace, BGP: drv,
 	}
 	started := make(chan struct{})
 	anns := &announcerSet{
@@ -115,7 +121,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	if opts.Registry != nil {
 		rec.Metrics = NewMetrics(opts.Registry, func() map[string]int {
-			return map[string]int{"l2": anns.announcing()}
+			rec.mu.Lock()
+			viaBGP := rec.bgpAnnounced
+			rec.mu.Unlock()
+			return map[string]int{"l2": anns.announcing(), "bgp": viaBGP}
 		})
 	}
 
@@ -136,6 +145,23 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 					return
 				case <-mesh.Changes():
 					poke()
+				}
+			}
+		}()
+		go func() {
+			// The node's BGPNodeStatus follows the sessions (their state
+			// changes without any API event).
+			var last v1beta1.BGPNodeStatusStatus
+			t := time.NewTicker(2 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := rec.syncNodeStatus(ctx, &last); err != nil {
+						log.Error(err, "BGP node status")
+					}
 				}
 			}
 		}()
@@ -172,6 +198,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 			}()
 		}
 		wg.Wait()
+		// With graceful restart the routers keep our routes meanwhile.
+		drv.Stop()
 		return err
 	})); err != nil {
 		return err
@@ -185,6 +213,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		Watches(&corev1.Service{}, all).
 		Watches(&corev1.Node{}, all).
 		Watches(&discoveryv1.EndpointSlice{}, all)
+	if opts.Namespace != "" {
+		b = b.Watches(&corev1.Secret{}, all) // BGP passwords
+	}
 	for _, o := range []client.Object{&v1beta1.IPAddressPool{}, &v1beta1.L2Advertisement{}, &v1beta1.BGPPeer{}, &v1beta1.BGPAdvertisement{}, &v1beta1.BFDProfile{}, &v1beta1.Community{}} {
 		b = b.Watches(o, all)
 	}

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -34,8 +35,12 @@ import (
 	"github.com/ironlb/ironlb/speaker/membership"
 )
 
-// reasonLayer2 is the Announced condition's reason for layer 2.
-const reasonLayer2 = "Layer2"
+// Reasons of the Announced condition when announced: layer 2 (possibly
+// BGP too), or BGP only.
+const (
+	reasonLayer2 = "Layer2"
+	reasonBGP    = "BGP"
+)
 
 // ExcludeLabel keeps a node from announcing any LoadBalancer address.
 const ExcludeLabel = "node.kubernetes.io/exclude-from-external-load-balancers"
@@ -72,6 +77,10 @@ type Reconciler struct {
 	Log        logr.Logger
 	// Metrics may be nil.
 	Metrics *Metrics
+	// Namespace is the speaker's own: BGP password Secrets must be there.
+	Namespace string
+	// BGP runs this node's sessions; nil disables BGP.
+	BGP BGPDriver
 
 	mu        sync.Mutex
 	conflicts map[netip.Addr]net.HardwareAddr
@@ -89,6 +98,12 @@ type Reconciler struct {
 	planned bool
 	// wasAlive is the mesh's view at the previous pass.
 	wasAlive map[string]bool
+	// bgpProblems are the last pass's BGP problems by peer ("" = the
+	// node), bgpPeers the peers selecting this node and bgpAnnounced the
+	// addresses routed: for the node's BGPNodeStatus and metrics.
+	bgpProblems  map[string]string
+	bgpPeers     int
+	bgpAnnounced int
 
 	// Condition writes go through one background writer, so a reconcile
 	// (and with it a failover) never waits on the API server: pending
@@ -101,6 +116,7 @@ type Reconciler struct {
 type publication struct {
 	svcs  []corev1.Service
 	plan  announce.L2Plan
+	bgp   announce.BGPPlan
 	alive map[string]bool
 }
 
@@ -125,7 +141,7 @@ func (r *Reconciler) publish(ctx context.Context, p *publication) {
 				return
 			}
 			r.pubMu.Unlock()
-			r.writeConditions(ctx, next.svcs, next.plan, next.alive)
+			r.writeConditions(ctx, next)
 		}
 	}()
 }
@@ -173,6 +189,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		}
 	}
 	plan := announce.PlanL2(cfg, nodes, svcs)
+	bgpPlan := announce.PlanBGP(cfg, nodes, svcs)
+	if r.BGP != nil {
+		if err := r.applyBGP(ctx, cfg, nodeList.Items, bgpPlan); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 
 	// This node's addresses per interface; one interface may be named by
 	// several advertisements and be a default one too.
@@ -284,7 +306,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			}
 		})
 	}
-	r.publish(ctx, &publication{svcs: svcList.Items, plan: plan, alive: alive})
+	r.publish(ctx, &publication{svcs: svcList.Items, plan: plan, bgp: bgpPlan, alive: alive})
 	if len(missing) > 0 {
 		// An interface that is missing or down now may come up later
 		// (link events also trigger a pass; this is the safety net).
@@ -321,13 +343,13 @@ func announcedAddresses(svcs []corev1.Service) map[netip.Addr]bool {
 	return out
 }
 
-// writeConditions publishes ironlb.io/Announced. The owner of an address
-// writes it for that address's Services; for Services nobody announces,
-// the alive speaker with the lowest name does, so every Service has one
-// writer.
-func (r *Reconciler) writeConditions(ctx context.Context, svcs []corev1.Service, plan announce.L2Plan, alive map[string]bool) {
+// writeConditions publishes ironlb.io/Announced. One speaker writes it
+// per Service: the layer-2 owner of its address (the only one that knows
+// about conflicts), else the first node announcing it over BGP, else, for
+// Services nobody announces, the alive speaker with the lowest name.
+func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 	var aliveNames []string
-	for n, ok := range alive {
+	for n, ok := range pub.alive {
 		if ok {
 			aliveNames = append(aliveNames, n)
 		}
@@ -337,40 +359,14 @@ func (r *Reconciler) writeConditions(ctx context.Context, svcs []corev1.Service,
 	r.mu.Lock()
 	conflicts := maps.Clone(r.conflicts)
 	r.mu.Unlock()
-	for i := range svcs {
-		s := &svcs[i]
+	for i := range pub.svcs {
+		s := &pub.svcs[i]
 		ips := controller.IngressIPs(s)
 		if len(ips) == 0 {
 			continue
 		}
-		key := s.Namespace + "/" + s.Name
-		var cond *metav1.Condition
-		var mine []string
-		for _, ip := range ips {
-			if a, ok := plan.Addresses[ip]; ok && a.Node == r.Self {
-				where := "all interfaces"
-				if len(a.Interfaces) > 0 {
-					where = strings.Join(a.Interfaces, ",")
-				}
-				proto := "ARP"
-				if ip.Is6() {
-					proto = "NDP"
-				}
-				mine = append(mine, fmt.Sprintf("%s on %s (%s)", ip, where, proto))
-				if mac, bad := conflicts[ip]; bad {
-					cond = &metav1.Condition{Status: metav1.ConditionFalse, Reason: "AddressConflict",
-						Message: fmt.Sprintf("another host (MAC %s) answers for %s; not announced", mac, ip)}
-				}
-			}
-		}
-		switch {
-		case cond != nil:
-		case len(mine) > 0:
-			cond = &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonLayer2,
-				Message: fmt.Sprintf("announced by node %s: %s", r.Self, strings.Join(mine, "; "))}
-		case plan.NotAnnounced[key] != "" && reporter:
-			cond = &metav1.Condition{Status: metav1.ConditionFalse, Reason: plan.NotAnnounced[key], Message: notAnnouncedMessage(plan.NotAnnounced[key])}
-		default:
+		cond := r.announcedCondition(s, ips, pub, conflicts, reporter)
+		if cond == nil {
 			continue
 		}
 		cond.Type = v1beta1.ServiceConditionAnnounced
@@ -379,6 +375,7 @@ func (r *Reconciler) writeConditions(ctx context.Context, svcs []corev1.Service,
 		if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message {
 			continue
 		}
+		key := s.Namespace + "/" + s.Name
 		cond.LastTransitionTime = metav1.Now()
 		patched := s.DeepCopy()
 		meta.SetStatusCondition(&patched.Status.Conditions, *cond)
@@ -389,25 +386,93 @@ func (r *Reconciler) writeConditions(ctx context.Context, svcs []corev1.Service,
 			continue
 		}
 		typ := corev1.EventTypeNormal
-		if cond.Status != metav1.ConditionTrue {
-			typ = corev1.EventTypeWarning
-		}
 		reason := "Announcing"
 		if cond.Status != metav1.ConditionTrue {
-			reason = cond.Reason
+			typ, reason = corev1.EventTypeWarning, cond.Reason
 		}
 		r.Recorder.Eventf(s, nil, typ, reason, "Announce", "%s", cond.Message)
 	}
 }
 
+// announcedCondition is the condition this speaker writes for s, or nil
+// when another speaker writes it.
+func (r *Reconciler) announcedCondition(s *corev1.Service, ips []netip.Addr, pub *publication, conflicts map[netip.Addr]net.HardwareAddr, reporter bool) *metav1.Condition {
+	key := s.Namespace + "/" + s.Name
+	var l2Owner string
+	var mine []string
+	for _, ip := range ips {
+		a, ok := pub.plan.Addresses[ip]
+		if !ok {
+			continue
+		}
+		if l2Owner == "" {
+			l2Owner = a.Node
+		}
+		if a.Node != r.Self {
+			continue
+		}
+		if mac, bad := conflicts[ip]; bad {
+			return &metav1.Condition{Status: metav1.ConditionFalse, Reason: "AddressConflict",
+				Message: fmt.Sprintf("another host (MAC %s) answers for %s; not announced", mac, ip)}
+		}
+		where := "all interfaces"
+		if len(a.Interfaces) > 0 {
+			where = strings.Join(a.Interfaces, ",")
+		}
+		proto := "ARP"
+		if ip.Is6() {
+			proto = "NDP"
+		}
+		mine = append(mine, fmt.Sprintf("%s on %s (%s)", ip, where, proto))
+	}
+	var bgpNodes []string
+	for _, ip := range ips {
+		for _, n := range pub.bgp.Addresses[ip].Nodes {
+			if !slices.Contains(bgpNodes, n) {
+				bgpNodes = append(bgpNodes, n)
+			}
+		}
+	}
+	sort.Strings(bgpNodes)
+	viaBGP := ""
+	if len(bgpNodes) > 0 {
+		viaBGP = fmt.Sprintf("BGP from %d nodes (%s)", len(bgpNodes), strings.Join(bgpNodes, ", "))
+	}
+	switch {
+	case len(mine) > 0:
+		msg := fmt.Sprintf("announced by node %s: %s", r.Self, strings.Join(mine, "; "))
+		if viaBGP != "" {
+			msg += "; " + viaBGP
+		}
+		return &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonLayer2, Message: msg}
+	case l2Owner != "":
+		return nil // the owner writes
+	case len(bgpNodes) > 0:
+		if bgpNodes[0] != r.Self {
+			return nil
+		}
+		return &metav1.Condition{Status: metav1.ConditionTrue, Reason: reasonBGP, Message: "announced over " + viaBGP}
+	case !reporter:
+		return nil
+	}
+	reason := pub.bgp.NotAnnounced[key]
+	if reason == "" {
+		reason = pub.plan.NotAnnounced[key]
+	}
+	if reason == "" {
+		return nil
+	}
+	return &metav1.Condition{Status: metav1.ConditionFalse, Reason: reason, Message: notAnnouncedMessage(reason)}
+}
+
 func notAnnouncedMessage(reason string) string {
 	switch reason {
 	case announce.ReasonNoAdvertisement:
-		return "no L2Advertisement selects this Service's pool and labels"
+		return "no L2Advertisement or BGPAdvertisement selects this Service's pool and labels"
 	case announce.ReasonNoLocalEndpoint:
 		return "externalTrafficPolicy Local and no node has a ready endpoint"
 	default:
-		return "no eligible node: none is Ready, alive, selected by the L2Advertisement and not excluded"
+		return "no eligible node: none is Ready, alive, selected by an advertisement and not excluded or cordoned"
 	}
 }
 

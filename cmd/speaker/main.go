@@ -11,7 +11,10 @@ import (
 	"os"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -36,6 +39,7 @@ func run() error {
 		meshPort        = flag.Uint("mesh-port", 7946, "UDP port of the speakers' liveness mesh")
 		keyFile         = flag.String("mesh-key-file", "/etc/ironlb/mesh/key", "file holding the mesh's shared key (mounted from a Secret)")
 		apiNetNS        = flag.String("apiserver-netns", "", "labs only: reach the API server from this network namespace (a path like /proc/PID/ns/net), while everything else runs in the speaker's own")
+		namespace       = flag.String("namespace", os.Getenv("POD_NAMESPACE"), "the speaker's namespace, where BGP password Secrets live (default: $POD_NAMESPACE)")
 		interfaces      = flag.String("interfaces", "", "comma-separated interfaces to announce on when an L2Advertisement names none (default: the node address's)")
 		metricsAddr     = flag.String("metrics-bind-address", ":7474", "HTTPS metrics endpoint, authenticated through the API server (\"0\" disables)")
 		insecureMetrics = flag.Bool("metrics-insecure", false, "serve metrics over plain HTTP without authentication (only for local labs)")
@@ -79,7 +83,14 @@ func run() error {
 		}
 	}
 	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsOpts, HealthProbeBindAddress: *probeAddr})
+	mgrOpts := ctrl.Options{Scheme: scheme, Metrics: metricsOpts, HealthProbeBindAddress: *probeAddr}
+	if *namespace != "" {
+		// The speaker may read the Secrets of its own namespace only.
+		mgrOpts.Cache.ByObject = map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{*namespace: {}}},
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
 		return err
 	}
@@ -89,7 +100,7 @@ func run() error {
 		ifaces = strings.Split(*interfaces, ",")
 	}
 	if err := speaker.Setup(ctx, mgr, speaker.Options{
-		NodeName: *nodeName, MeshPort: uint16(*meshPort), Key: key,
+		NodeName: *nodeName, MeshPort: uint16(*meshPort), Key: key, Namespace: *namespace,
 		Interfaces: ifaces, Registry: metrics.Registry,
 	}); err != nil {
 		return err

@@ -33,7 +33,7 @@ type ServiceInfo struct {
 
 // Reasons a Service is not announced in layer 2.
 const (
-	ReasonNoAdvertisement = "NoL2Advertisement"
+	ReasonNoAdvertisement = "NoAdvertisement"
 	ReasonNoEligibleNode  = "NoEligibleNode"
 	ReasonNoLocalEndpoint = "NoLocalEndpoints"
 )

@@ -31,6 +31,9 @@ import (
 	"github.com/ironlb/ironlb/test/netlab"
 )
 
+// speakerNamespace is where the speakers look for BGP password Secrets.
+const speakerNamespace = "ironlb-system"
+
 // cluster is one e2e bed.
 type cluster struct {
 	t        *testing.T
@@ -54,7 +57,7 @@ func newCluster(t *testing.T, nodes ...string) *cluster {
 		}
 	}
 	prefix := fmt.Sprintf("ilbe%d-", os.Getpid()%100000)
-	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client")...)
+	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client", "router")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +108,7 @@ func (cl *cluster) addNode(name string) {
 
 func (cl *cluster) startSpeaker(name string) {
 	root, _ := apiserver.Root()
-	s, err := labkit.StartSpeaker(root, cl.dir, name, cl.lab.Hosts[name], filepath.Join(cl.dir, "kubeconfig"), filepath.Join(cl.dir, "mesh.key"))
+	s, err := labkit.StartSpeaker(root, cl.dir, name, cl.lab.Hosts[name], filepath.Join(cl.dir, "kubeconfig"), filepath.Join(cl.dir, "mesh.key"), "--namespace="+speakerNamespace)
 	if err != nil {
 		cl.t.Fatal(err)
 	}

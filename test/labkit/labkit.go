@@ -52,7 +52,7 @@ type Speaker struct {
 // StartSpeaker runs bin/speaker for a node inside the node's namespace, as
 // on a real node's host network; only its API connections are dialled
 // from this process's namespace, where the API server listens.
-func StartSpeaker(root, dir, node string, h *netlab.Host, kubeconfig, keyFile string) (*Speaker, error) {
+func StartSpeaker(root, dir, node string, h *netlab.Host, kubeconfig, keyFile string, extraArgs ...string) (*Speaker, error) {
 	logPath := filepath.Join(dir, "speaker-"+node+".log")
 	log, err := os.Create(logPath)
 	if err != nil {
@@ -62,6 +62,7 @@ func StartSpeaker(root, dir, node string, h *netlab.Host, kubeconfig, keyFile st
 		"--node-name="+node, fmt.Sprintf("--apiserver-netns=/proc/%d/ns/net", os.Getpid()),
 		"--kubeconfig="+kubeconfig, "--mesh-key-file="+keyFile,
 		"--metrics-bind-address=0", "--health-probe-bind-address=0")
+	cmd.Args = append(cmd.Args, extraArgs...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

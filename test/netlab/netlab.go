@@ -165,6 +165,45 @@ func (l *Lab) AddLink(host, name string) (net.HardwareAddr, error) {
 	return ifi.HardwareAddr, nil
 }
 
+// AddBehind makes a host that is not on the LAN but behind host via (a
+// router): a point-to-point link in subnet v4, via getting the first
+// address and forwarding, the new host the second address and a default
+// route through via.
+func (l *Lab) AddBehind(name, via string, v4 netip.Prefix) (*Host, error) {
+	r, ok := l.Hosts[via]
+	if !ok {
+		return nil, fmt.Errorf("no host %q", via)
+	}
+	h := &Host{Name: l.Prefix + name, Link: "eth0", parent: l}
+	if err := l.addNS(h.Name); err != nil {
+		return nil, err
+	}
+	gw := nth(v4.Masked().Addr(), 1)
+	h.IPv4 = netip.PrefixFrom(nth(v4.Masked().Addr(), 2), v4.Bits())
+	l.links++
+	rlink := fmt.Sprintf("to%d", l.links)
+	for _, s := range [][]string{
+		{"ip", "-n", h.Name, "link", "add", "eth0", "type", "veth", "peer", "name", rlink, "netns", r.Name},
+		{"ip", "-n", r.Name, "addr", "add", netip.PrefixFrom(gw, v4.Bits()).String(), "dev", rlink},
+		{"ip", "-n", r.Name, "link", "set", rlink, "up"},
+		{"ip", "netns", "exec", r.Name, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"ip", "-n", h.Name, "addr", "add", h.IPv4.String(), "dev", "eth0"},
+		{"ip", "-n", h.Name, "link", "set", "eth0", "up"},
+		{"ip", "-n", h.Name, "route", "add", "default", "via", gw.String()},
+	} {
+		if _, err := Run(s...); err != nil {
+			return nil, err
+		}
+	}
+	ifi, err := InNS(h.Name, func() (*net.Interface, error) { return net.InterfaceByName("eth0") })
+	if err != nil {
+		return nil, err
+	}
+	h.MAC = ifi.HardwareAddr
+	l.Hosts[name] = h
+	return h, nil
+}
+
 func nth(a netip.Addr, n int) netip.Addr {
 	for range n {
 		a = a.Next()
