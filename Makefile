@@ -11,7 +11,7 @@ lab: deps k8s-binaries helm build
 	$(GO) run ./lab
 
 lab-down:
-	-pkill -f '$(CURDIR)/bin/(controller|speaker|k8s/)'
+	-pkill -f '$(CURDIR)/bin/(controller|speaker|k8s/|lab/frr)'
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 

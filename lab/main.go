@@ -1,9 +1,11 @@
 // Command lab runs ironlb for real on a machine with no cluster: a real
 // kube-apiserver and etcd with the chart installed, the controller and one
 // speaker per "node" as their own processes under the chart's
-// ServiceAccounts, nodes and a client as network namespaces on one LAN,
-// and a LoadBalancer Service whose address the client reaches. It stays up
-// until Ctrl-C (or exits at once with -oneshot) and tears everything down.
+// ServiceAccounts, nodes, a client and an FRR router as network namespaces
+// on one LAN, a second client behind the router, and two LoadBalancer
+// Services: one the LAN client reaches over layer 2, one the client behind
+// the router reaches over BGP. It stays up until Ctrl-C (or exits at once
+// with -oneshot) and tears everything down.
 package main
 
 import (
@@ -23,9 +25,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/frr"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
 )
@@ -33,6 +38,9 @@ import (
 const (
 	labNamespace = "ironlb-system"
 	nsPrefix     = "ilblab-"
+	routerASN    = 64512
+	nodeASN      = 64513
+	bgpPassword  = "lab-bgp-secret"
 )
 
 var nodes = []string{"node1", "node2", "node3"}
@@ -73,12 +81,31 @@ func run(oneshot bool) error {
 		return err
 	}
 
-	step("building the LAN: %s on a bridge, addresses 198.18.0.0/24 and 2001:db8:18::/64", strings.Join(append(nodes, "client"), ", "))
-	lab, err := netlab.New(nsPrefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client")...)
+	step("building the LAN: %s on a bridge, addresses 198.18.0.0/24 and 2001:db8:18::/64; client2 behind the router on 203.0.113.0/30", strings.Join(append(nodes, "client", "router"), ", "))
+	lab, err := netlab.New(nsPrefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client", "router")...)
 	if err != nil {
 		return err
 	}
 	defer lab.Close()
+	client2, err := lab.AddBehind("client2", "router", netip.MustParsePrefix("203.0.113.0/30"))
+	if err != nil {
+		return err
+	}
+	rtrHost := lab.Hosts["router"]
+	var neighbors []frr.NeighborConf
+	for _, n := range nodes {
+		// The router is the nodes' gateway, for the replies to client2.
+		if _, err := lab.Hosts[n].In("ip", "route", "replace", "default", "via", rtrHost.IPv4.Addr().String()); err != nil {
+			return err
+		}
+		neighbors = append(neighbors, frr.NeighborConf{Addr: lab.Hosts[n].IPv4.Addr(), ASN: nodeASN, Password: bgpPassword})
+	}
+	step("starting FRR (zebra, bgpd, bfdd) in the router, AS %d, one eBGP neighbor per node", routerASN)
+	router, err := frr.Start(rtrHost.Name, filepath.Join(dir, "frr"), frr.BGPConfig(routerASN, rtrHost.IPv4.Addr(), neighbors))
+	if err != nil {
+		return fmt.Errorf("%w (run `make deps` to install FRR)", err)
+	}
+	defer router.Close()
 
 	step("starting kube-apiserver and etcd (bin/k8s)")
 	env, err := apiserver.NewBare()
@@ -168,76 +195,131 @@ func run(oneshot bool) error {
 		}
 	}()
 	for _, n := range nodes {
-		s, err := labkit.StartSpeaker(root, dir, n, lab.Hosts[n], spkKubeconfig, keyFile)
+		s, err := labkit.StartSpeaker(root, dir, n, lab.Hosts[n], spkKubeconfig, keyFile, "--namespace="+labNamespace)
 		if err != nil {
 			return err
 		}
 		speakers = append(speakers, s)
 	}
 
-	step("creating an IPAddressPool, an L2Advertisement and the LoadBalancer Service default/web")
-	pool := &v1beta1.IPAddressPool{
-		ObjectMeta: metav1.ObjectMeta{Name: "lab"},
-		Spec:       v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.200-198.18.0.220", "2001:db8:18::200-2001:db8:18::220"}},
-	}
-	if err := c.Create(ctx, pool); err != nil {
-		return err
-	}
-	if err := c.Create(ctx, &v1beta1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lab"}}); err != nil {
-		return err
-	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
-		Spec: corev1.ServiceSpec{
-			Type:     corev1.ServiceTypeLoadBalancer,
-			Selector: map[string]string{"app": "web"},
-			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}},
-		},
-	}
-	if err := c.Create(ctx, svc); err != nil {
-		return err
-	}
-	vip, err := labkit.WaitIP(ctx, c, "default", "web", 30*time.Second)
-	if err != nil {
-		return fmt.Errorf("%w; see %s", err, ctrlLog.Name())
-	}
-	step("default/web has EXTERNAL-IP %s (%.1fs after start)", vip, time.Since(start).Seconds())
-	for _, n := range nodes {
-		if err := labkit.ServePods(ctx, lab.Hosts[n], n, vip); err != nil {
+	step("creating pools lan (layer 2) and routed (BGP), an L2Advertisement, a BGPPeer with its password Secret, a BGPAdvertisement")
+	for _, o := range labConfig(rtrHost.IPv4.Addr()) {
+		if err := c.Create(ctx, o); err != nil {
 			return err
 		}
 	}
-
-	step("the client (%s) fetches http://%s/ over layer 2", lab.Hosts["client"].IPv4.Addr(), vip)
-	var body string
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		body, err = labkit.Get(lab.Hosts["client"], vip, time.Second)
-		if err == nil {
-			break
+	step("creating the LoadBalancer Services default/web (pool lan) and default/web-bgp (pool routed)")
+	vips := map[string]netip.Addr{}
+	for _, name := range []string{"web", "web-bgp"} {
+		if err := c.Create(ctx, labService(name)); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("client cannot reach %s: %w (see %s/speaker-*.log)", vip, err, dir)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	step("reachable %.1fs after start; the client got: %s", time.Since(start).Seconds(), strings.TrimSpace(body))
+	for _, name := range []string{"web", "web-bgp"} {
+		vip, err := labkit.WaitIP(ctx, c, "default", name, 30*time.Second)
+		if err != nil {
+			return fmt.Errorf("%w; see %s", err, ctrlLog.Name())
+		}
+		vips[name] = vip
+		step("default/%s has EXTERNAL-IP %s (%.1fs after start)", name, vip, time.Since(start).Seconds())
+		for _, n := range nodes {
+			if err := labkit.ServePods(ctx, lab.Hosts[n], n, vip); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range []struct {
+		svc, how string
+		from     *netlab.Host
+	}{{"web", "layer 2", lab.Hosts["client"]}, {"web-bgp", "BGP, through the router", client2}} {
+		vip := vips[r.svc]
+		step("%s (%s) fetches http://%s/ over %s", r.from.Name, r.from.IPv4.Addr(), vip, r.how)
+		body, err := fetch(ctx, r.from, vip)
+		if err != nil {
+			return fmt.Errorf("%s cannot reach %s: %w (see %s/speaker-*.log and %s/frr)", r.from.Name, vip, err, dir, dir)
+		}
+		step("reachable %.1fs after start; %s got: %s", time.Since(start).Seconds(), r.from.Name, strings.TrimSpace(body))
+	}
+	if out, err := router.Vtysh("show ip route bgp"); err == nil {
+		fmt.Printf("    the router's BGP routes (vtysh):\n%s", indent(out))
+	}
 
-	_ = c.Get(ctx, types.NamespacedName{Namespace: "default", Name: "web"}, svc)
-	for _, cond := range svc.Status.Conditions {
-		fmt.Printf("    %s=%s %s: %s\n", cond.Type, cond.Status, cond.Reason, cond.Message)
+	for _, name := range []string{"web", "web-bgp"} {
+		var svc corev1.Service
+		_ = c.Get(ctx, types.NamespacedName{Namespace: "default", Name: name}, &svc)
+		for _, cond := range svc.Status.Conditions {
+			fmt.Printf("    %s %s=%s %s: %s\n", name, cond.Type, cond.Status, cond.Reason, cond.Message)
+		}
 	}
 	kubectl := filepath.Join(root, "bin", "k8s", "kubectl")
-	show := exec.Command(kubectl, "--kubeconfig="+kubeconfig, "get", "ipaddresspools,l2advertisements,svc", "-A")
+	show := exec.Command(kubectl, "--kubeconfig="+kubeconfig, "get", "ipaddresspools,l2advertisements,bgppeers,bgpnodestatuses,svc", "-A")
 	show.Stdout, show.Stderr = os.Stdout, os.Stderr
 	_ = show.Run()
 	if oneshot {
 		return nil
 	}
-	fmt.Printf("\nThe lab is up. Try:\n  %s --kubeconfig=%s get svc -A\n  ip netns exec %sclient curl http://%s/\nLogs: %s\nCtrl-C tears it down.\n", kubectl, kubeconfig, nsPrefix, vip, dir)
+	fmt.Printf("\nThe lab is up. Try:\n  %s --kubeconfig=%s get svc,bgpnodestatus -A\n  ip netns exec %sclient curl http://%s/\n  ip netns exec %sclient2 curl http://%s/\n  vtysh --vty_socket %s -c 'show bgp summary'\nLogs: %s\nCtrl-C tears it down.\n",
+		kubectl, kubeconfig, nsPrefix, vips["web"], nsPrefix, vips["web-bgp"], router.Dir, dir)
 	<-ctx.Done()
 	stop()
 	return nil
+}
+
+// labConfig is the lab's ironlb configuration: a LAN pool announced in
+// layer 2, and a routed pool announced over BGP to the router.
+func labConfig(router netip.Addr) []client.Object {
+	return []client.Object{
+		&v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "lan"},
+			Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.200-198.18.0.220", "2001:db8:18::200-2001:db8:18::220"}}},
+		&v1beta1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lan"},
+			Spec: v1beta1.L2AdvertisementSpec{IPAddressPools: []v1beta1.PoolName{"lan"}}},
+		&v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "routed"},
+			Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.19.0.0/24"}, AutoAssign: ptr.To(false), AvoidBuggyIPs: true}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: labNamespace, Name: "bgp-password"},
+			Data: map[string][]byte{"password": []byte(bgpPassword)}},
+		&v1beta1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "router"}, Spec: v1beta1.BGPPeerSpec{
+			MyASN: nodeASN, PeerASN: routerASN, PeerAddress: v1beta1.IPAddress(router.String()),
+			PasswordSecret: &v1beta1.SecretKeyRef{Namespace: labNamespace, Name: "bgp-password"},
+		}},
+		&v1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "routed"}, Spec: v1beta1.BGPAdvertisementSpec{
+			IPAddressPools: []v1beta1.PoolName{"routed"}, Communities: []v1beta1.CommunityValue{"64512:100"},
+		}},
+	}
+}
+
+func labService(name string) *corev1.Service {
+	pool := "lan"
+	if name == "web-bgp" {
+		pool = "routed"
+	}
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Annotations: map[string]string{v1beta1.AnnotationAddressPool: pool}},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeLoadBalancer,
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+}
+
+// fetch retries GET http://vip/ from host for up to 30 s.
+func fetch(ctx context.Context, host *netlab.Host, vip netip.Addr) (string, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		body, err := labkit.Get(host, vip, time.Second)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return body, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("      " + l + "\n")
+	}
+	return b.String()
 }
 
 // waitCRDs waits until the API server serves the ironlb kinds.
