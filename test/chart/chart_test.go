@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +49,16 @@ func TestLintAndTemplate(t *testing.T) {
 		}
 		if _, err := helm(t, append([]string{"template", "x", "charts/ironlb", "--namespace", ns}, args...)...); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// Prometheus Operator users get a ServiceMonitor for each component.
+	out, err := helm(t, "template", "x", "charts/ironlb", "--namespace", ns, "--set", "metrics.serviceMonitor.enabled=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"name: x-controller\n", "name: x-speaker\n"} {
+		if !strings.Contains(out, "kind: ServiceMonitor\nmetadata:\n  "+name) {
+			t.Errorf("no ServiceMonitor %s", strings.TrimSpace(name))
 		}
 	}
 	// values.schema.json turns typos and nonsense into errors at install.
