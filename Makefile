@@ -15,7 +15,7 @@ lab-down:
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 
-.PHONY: deps chaos bench-failover helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
+.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
 
 all: build
 
@@ -55,6 +55,7 @@ test: deps k8s-binaries helm lint build
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzARPPacket -fuzztime 100000x ./l2
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzNDP -fuzztime 100000x ./l2
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzDecode -fuzztime 100000x ./speaker/membership
+	$(GO) test -count=1 -run '^$$' -fuzz FuzzParse -fuzztime 50000x ./config
 
 bench-ipam:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./ipam | tee bin/bench-ipam.txt
@@ -64,6 +65,9 @@ bench-controller: k8s-binaries
 
 bench-failover: k8s-binaries build
 	$(GO) test -tags bench -count=1 -timeout 20m -run '^TestBench(Failover|Handover)$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}
+
+bench-bgp: k8s-binaries build
+	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchBGP' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}
 
 # chaos: the long fault runs (the default suite runs the same tests short).
 chaos: k8s-binaries build

@@ -350,6 +350,11 @@ func parsePools(items []v1beta1.IPAddressPool, est map[string]bool, cfg *Config,
 	for _, obj := range byAge(items, KindPool, est, func(p *v1beta1.IPAddressPool) *metav1.ObjectMeta { return &p.ObjectMeta }) {
 		name := obj.Name
 		ok := true
+		if len(obj.Spec.Addresses) == 0 {
+			// Admission refuses this too; an empty pool must not look usable.
+			ps.add(true, KindPool, name, "spec.addresses", v1beta1.ReasonInvalid, "a pool needs at least one address range")
+			ok = false
+		}
 		var ranges []ipam.Range
 		for i, a := range obj.Spec.Addresses {
 			field := fmt.Sprintf("spec.addresses[%d]", i)
