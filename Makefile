@@ -70,8 +70,8 @@ bench-bgp: k8s-binaries build
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchBGP' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}
 
 # chaos: the long fault runs (the default suite runs the same tests short).
-chaos: k8s-binaries build
-	$(GO) test -count=1 -timeout 20m -run '^TestAPIServerOutage$$' -v ./test/e2e/ -args -outage=60s
+chaos: deps k8s-binaries build
+	$(GO) test -count=1 -timeout 30m -run '^(TestAPIServerOutage|TestControllerChaos)$$' -v ./test/e2e/ -args -outage=60s -controller-kills=20
 
 IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
 image:

@@ -37,6 +37,9 @@ func run() error {
 		workers         = flag.Int("workers", 16, "Services reconciled concurrently")
 		qps             = flag.Float64("kube-api-qps", -1, "client-side QPS limit towards the API server (-1: none, rely on API Priority and Fairness)")
 		burst           = flag.Int("kube-api-burst", 0, "client-side burst towards the API server")
+		leaseDuration   = flag.Duration("leader-elect-lease-duration", 15*time.Second, "how long a crashed leader's lease blocks the other replicas")
+		renewDeadline   = flag.Duration("leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before it gives up leadership")
+		retryPeriod     = flag.Duration("leader-elect-retry-period", 2*time.Second, "how often replicas try to acquire or renew the lease")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -57,7 +60,6 @@ func run() error {
 	cfg.UserAgent = "ironlb-controller/" + version
 
 	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics)
-	leaseDuration, renew, retry := 15*time.Second, 10*time.Second, 2*time.Second
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
@@ -66,9 +68,9 @@ func run() error {
 		LeaderElectionID:              "ironlb-controller",
 		LeaderElectionNamespace:       *leaderNS,
 		LeaderElectionReleaseOnCancel: true,
-		LeaseDuration:                 &leaseDuration,
-		RenewDeadline:                 &renew,
-		RetryPeriod:                   &retry,
+		LeaseDuration:                 leaseDuration,
+		RenewDeadline:                 renewDeadline,
+		RetryPeriod:                   retryPeriod,
 	})
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
