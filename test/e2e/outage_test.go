@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"flag"
+	"github.com/ironlb/ironlb/test/labkit"
 	"net/url"
 	"os/exec"
 	"strconv"
@@ -45,7 +46,14 @@ func TestAPIServerOutage(t *testing.T) {
 	cl.l2Setup("198.18.0.200-198.18.0.220")
 	ip := cl.service("web")
 	owner := cl.waitOwner(ip, 10*time.Second, "")
+	for _, n := range []string{"node1", "node2", "node3"} {
+		if err := labkit.ServePods(cl.ctx, cl.lab.Hosts[n], n, ip); err != nil {
+			t.Fatal(err)
+		}
+	}
 	time.Sleep(700 * time.Millisecond)
+	// A client pings every 10 ms throughout the first half of the outage.
+	pings := startPing(t, cl.lab.Hosts["client"], ip, 10*time.Millisecond)
 
 	pid := cl.apiserverPID()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
@@ -72,6 +80,11 @@ func TestAPIServerOutage(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("%d ARP checks in %s of outage: always answered by %s", checks, half, owner)
+	if sent, lost, _ := pings.stop(); lost > 0 || sent < int(half/(20*time.Millisecond)) {
+		t.Errorf("during the API outage %d of %d pings were lost", lost, sent)
+	} else {
+		t.Logf("%d pings 10 ms apart during the outage, none lost", sent)
+	}
 
 	d, err := cl.crash(owner, ip)
 	if err != nil {
