@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"flag"
-	"github.com/ironlb/ironlb/test/labkit"
 	"net/url"
 	"os/exec"
 	"strconv"
@@ -10,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ironlb/ironlb/test/labkit"
 )
 
 var outage = flag.Duration("outage", 8*time.Second, "how long the API server is frozen in TestAPIServerOutage (make chaos uses 60s)")
