@@ -80,6 +80,18 @@ func TestParseProblems(t *testing.T) {
 			kind: KindPool, obj: "p", field: "spec.serviceAllocation.namespaceSelectors[0]", reason: v1beta1.ReasonInvalid, fatal: true,
 		},
 		{
+			name: "L2 node selector In without values",
+			objs: Objects{L2Advertisements: []v1beta1.L2Advertisement{{ObjectMeta: metav1.ObjectMeta{Name: "l2"}, Spec: v1beta1.L2AdvertisementSpec{
+				NodeSelectors: []metav1.LabelSelector{{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "k", Operator: metav1.LabelSelectorOpIn}}}}}}}},
+			kind: KindL2Adv, obj: "l2", field: "spec.nodeSelectors[0]", reason: v1beta1.ReasonInvalid, fatal: true,
+		},
+		{
+			name: "peer node selector with a bad label key",
+			objs: Objects{BGPPeers: []v1beta1.BGPPeer{{ObjectMeta: metav1.ObjectMeta{Name: "r"}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, PeerAddress: "203.0.113.1",
+				NodeSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"bad key!": "x"}}}}}}},
+			kind: KindBGPPeer, obj: "r", field: "spec.nodeSelectors[0]", reason: v1beta1.ReasonInvalid, fatal: true, msgContains: "bad key!",
+		},
+		{
 			name: "L2 unknown pool is reported but not fatal",
 			objs: Objects{L2Advertisements: []v1beta1.L2Advertisement{{ObjectMeta: metav1.ObjectMeta{Name: "l2"}, Spec: v1beta1.L2AdvertisementSpec{IPAddressPools: []v1beta1.PoolName{"ghost"}}}}},
 			kind: KindL2Adv, obj: "l2", field: "spec.ipAddressPools[0]", reason: v1beta1.ReasonUnknownRef, fatal: false, msgContains: `"ghost"`,

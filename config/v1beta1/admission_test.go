@@ -63,6 +63,28 @@ func TestAdmission(t *testing.T) {
 		{"bfd multiplier", &v1beta1.BFDProfile{ObjectMeta: meta("b"), Spec: v1beta1.BFDProfileSpec{DetectMultiplier: ptr[int32](1)}}, "spec.detectMultiplier"},
 		{"community alias of alias", &v1beta1.Community{ObjectMeta: meta("c"), Spec: v1beta1.CommunitySpec{Communities: []v1beta1.CommunityAlias{{Name: "x", Value: "other"}}}}, "must be a standard"},
 		{"l2 interface", &v1beta1.L2Advertisement{ObjectMeta: meta("l"), Spec: v1beta1.L2AdvertisementSpec{Interfaces: []string{"eth0/1"}}}, "spec.interfaces[0]"},
+		// Every other field, one wrong value each.
+		{"pool v6 host bits", pool("2001:db8::1/64"), "host bits set"},
+		{"pool namespace name", &v1beta1.IPAddressPool{ObjectMeta: meta("p"), Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.0/24"}, ServiceAllocation: &v1beta1.ServiceAllocation{Namespaces: []string{"Not_A_Namespace"}}}}, "spec.serviceAllocation.namespaces[0]"},
+		{"peer ASN too big", peer(func(s *v1beta1.BGPPeerSpec) { s.PeerASN = 4294967296 }), "spec.peerASN"},
+		{"peer source garbage", peer(func(s *v1beta1.BGPPeerSpec) { s.SourceAddress = "eth0" }), "address eth0 is not an IP address"},
+		{"peer routerID garbage", peer(func(s *v1beta1.BGPPeerSpec) { s.RouterID = "1.2.3" }), "spec.routerID"},
+		{"peer connect negative", peer(func(s *v1beta1.BGPPeerSpec) { s.ConnectTime = &metav1.Duration{Duration: -time.Second} }), "spec.connectTime"},
+		{"peer bfd profile name", peer(func(s *v1beta1.BGPPeerSpec) { s.BFDProfile = "Fast_Profile" }), "spec.bfdProfile"},
+		{"peer secret name", peer(func(s *v1beta1.BGPPeerSpec) {
+			s.PasswordSecret = &v1beta1.SecretKeyRef{Namespace: "ns", Name: "Bad/Name"}
+		}), "spec.passwordSecret.name"},
+		{"adv v6 aggregation", &v1beta1.BGPAdvertisement{ObjectMeta: meta("a"), Spec: v1beta1.BGPAdvertisementSpec{AggregationLengthV6: ptr[int32](129)}}, "spec.aggregationLengthV6"},
+		{"adv local pref", &v1beta1.BGPAdvertisement{ObjectMeta: meta("a"), Spec: v1beta1.BGPAdvertisementSpec{LocalPref: ptr[int64](-1)}}, "spec.localPref"},
+		{"adv peer name", &v1beta1.BGPAdvertisement{ObjectMeta: meta("a"), Spec: v1beta1.BGPAdvertisementSpec{Peers: []v1beta1.PoolName{"Peer One"}}}, "spec.peers[0]"},
+		{"adv pool name", &v1beta1.BGPAdvertisement{ObjectMeta: meta("a"), Spec: v1beta1.BGPAdvertisementSpec{IPAddressPools: []v1beta1.PoolName{"-x"}}}, "spec.ipAddressPools[0]"},
+		{"adv duplicate community", &v1beta1.BGPAdvertisement{ObjectMeta: meta("a"), Spec: v1beta1.BGPAdvertisementSpec{Communities: []v1beta1.CommunityValue{"1:1", "1:1"}}}, "spec.communities[1]"},
+		{"bfd transmit", &v1beta1.BFDProfile{ObjectMeta: meta("b"), Spec: v1beta1.BFDProfileSpec{TransmitInterval: ptr[int32](70000)}}, "spec.transmitInterval"},
+		{"bfd ttl", &v1beta1.BFDProfile{ObjectMeta: meta("b"), Spec: v1beta1.BFDProfileSpec{MinimumTTL: ptr[int32](256)}}, "spec.minimumTtl"},
+		{"community alias name", &v1beta1.Community{ObjectMeta: meta("c"), Spec: v1beta1.CommunitySpec{Communities: []v1beta1.CommunityAlias{{Name: "Not OK", Value: "1:1"}}}}, "spec.communities[0].name"},
+		{"community empty", &v1beta1.Community{ObjectMeta: meta("c"), Spec: v1beta1.CommunitySpec{}}, "spec.communities"},
+		{"l2 pool name", &v1beta1.L2Advertisement{ObjectMeta: meta("l"), Spec: v1beta1.L2AdvertisementSpec{IPAddressPools: []v1beta1.PoolName{"UPPER"}}}, "spec.ipAddressPools[0]"},
+		{"l2 interface too long", &v1beta1.L2Advertisement{ObjectMeta: meta("l"), Spec: v1beta1.L2AdvertisementSpec{Interfaces: []string{"interface-name-too-long"}}}, "spec.interfaces[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
