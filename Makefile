@@ -64,7 +64,7 @@ bench-controller: k8s-binaries
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-report=$(CURDIR)/bin/bench-controller.txt
 
 bench-failover: k8s-binaries build
-	$(GO) test -tags bench -count=1 -timeout 20m -run '^TestBench(Failover|Handover)$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}
+	$(GO) test -tags bench -count=1 -timeout 20m -run '^TestBench(Failover|Handover|PingFailover)$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}
 
 bench-bgp: k8s-binaries build
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchBGP' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/ironlb/ironlb/test/labkit"
 )
 
 var failoverRuns = flag.Int("failover-runs", 20, "crash failovers to measure")
@@ -119,4 +121,38 @@ func report(t *testing.T, what string, samples []time.Duration, extra string) {
 		what, len(samples), p(.5).Round(time.Microsecond), p(.9).Round(time.Microsecond), p(.99).Round(time.Microsecond), samples[len(samples)-1].Round(time.Microsecond), extra)
 	t.Log(msg)
 	fmt.Println(msg)
+}
+
+// TestBenchPingFailover: a client pings the Service address every 10 ms
+// while the announcing node crashes; the longest run of lost pings is the
+// outage the client sees. Run with `make bench-failover`.
+func TestBenchPingFailover(t *testing.T) {
+	cl := newCluster(t, "node1", "node2", "node3")
+	cl.l2Setup("198.18.0.200-198.18.0.220")
+	ip := cl.service("web")
+	for _, n := range []string{"node1", "node2", "node3"} {
+		if err := labkit.ServePods(cl.ctx, cl.lab.Hosts[n], n, ip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var windows []time.Duration
+	for i := range *failoverRuns {
+		owner := cl.stableOwner(ip)
+		p := startPing(t, cl.lab.Hosts["client"], ip, 10*time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
+		if _, err := cl.crash(owner, ip); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		_, _, window := p.stop()
+		if window == 0 || window > 2*time.Second {
+			t.Fatalf("run %d: lost-ping window %s", i, window)
+		}
+		windows = append(windows, window)
+		if _, err := cl.lab.Hosts[owner].In("ip", "link", "set", "eth0", "up"); err != nil {
+			t.Fatal(err)
+		}
+		cl.startSpeaker(owner)
+	}
+	report(t, "crash under 10 ms pings (longest run of lost pings at the client)", windows, "")
 }
