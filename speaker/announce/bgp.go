@@ -163,15 +163,5 @@ func PlanBGP(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo) BGPPlan {
 // matchingBGP lists the BGP advertisements that cover a Service's
 // addresses from pool.
 func matchingBGP(cfg *config.Config, s ServiceInfo, pool string) []*config.BGPAdvertisement {
-	var out []*config.BGPAdvertisement
-	for _, adv := range cfg.BGPAdvertisements {
-		if adv.Pools != nil && !adv.Pools[pool] {
-			continue
-		}
-		if len(adv.ServiceSelectors) > 0 && !config.MatchesAny(adv.ServiceSelectors, s.Labels) {
-			continue
-		}
-		out = append(out, adv)
-	}
-	return out
+	return filter(cfg.BGPAdvertisements, func(a *config.BGPAdvertisement) bool { return covers(a.Pools, a.ServiceSelectors, s, pool) })
 }

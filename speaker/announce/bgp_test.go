@@ -17,17 +17,7 @@ func bgpCfg(t *testing.T, advs ...v1beta1.BGPAdvertisement) *config.Config {
 	for i := range advs {
 		advs[i].CreationTimestamp = metav1.NewTime(time.Unix(int64(i), 0))
 	}
-	cfg, ps := config.Parse(config.Objects{
-		Pools: []v1beta1.IPAddressPool{
-			{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.0/24"}}},
-			{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.1.0/24"}}},
-		},
-		BGPAdvertisements: advs,
-	})
-	if len(ps) > 0 {
-		t.Fatal(ps)
-	}
-	return cfg
+	return parseWithPools(t, config.Objects{BGPAdvertisements: advs})
 }
 
 func TestPlanBGP(t *testing.T) {

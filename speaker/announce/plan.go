@@ -204,20 +204,25 @@ func PlanL2(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo) L2Plan {
 	return plan
 }
 
-// matchingL2 lists the advertisements that cover a Service's addresses
-// from pool: the pool is
-// selected (or all pools are) and its labels match a service selector (or
-// none is given).
+// matchingL2 lists the L2 advertisements that cover a Service's addresses
+// from pool.
 func matchingL2(cfg *config.Config, s ServiceInfo, pool string) []*config.L2Advertisement {
-	var out []*config.L2Advertisement
-	for _, adv := range cfg.L2Advertisements {
-		if adv.Pools != nil && !adv.Pools[pool] {
-			continue
+	return filter(cfg.L2Advertisements, func(a *config.L2Advertisement) bool { return covers(a.Pools, a.ServiceSelectors, s, pool) })
+}
+
+// covers tells whether an advertisement selecting pools (nil: every pool)
+// and Services (no selector: every Service) covers the addresses s got
+// from pool.
+func covers(pools map[string]bool, services []labels.Selector, s ServiceInfo, pool string) bool {
+	return (pools == nil || pools[pool]) && (len(services) == 0 || config.MatchesAny(services, s.Labels))
+}
+
+func filter[T any](in []T, keep func(T) bool) []T {
+	var out []T
+	for _, v := range in {
+		if keep(v) {
+			out = append(out, v)
 		}
-		if len(adv.ServiceSelectors) > 0 && !config.MatchesAny(adv.ServiceSelectors, s.Labels) {
-			continue
-		}
-		out = append(out, adv)
 	}
 	return out
 }

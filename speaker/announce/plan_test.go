@@ -17,13 +17,18 @@ func cfgWith(t *testing.T, advs ...v1beta1.L2Advertisement) *config.Config {
 	for i := range advs {
 		advs[i].CreationTimestamp = metav1.NewTime(time.Unix(int64(i), 0))
 	}
-	cfg, ps := config.Parse(config.Objects{
-		Pools: []v1beta1.IPAddressPool{
-			{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.0/24"}}},
-			{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.1.0/24"}}},
-		},
-		L2Advertisements: advs,
-	})
+	return parseWithPools(t, config.Objects{L2Advertisements: advs})
+}
+
+// parseWithPools parses objs plus two pools, a (198.18.0.0/24) and b
+// (198.18.1.0/24), and fails the test on any problem.
+func parseWithPools(t *testing.T, objs config.Objects) *config.Config {
+	t.Helper()
+	objs.Pools = []v1beta1.IPAddressPool{
+		{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.0/24"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.1.0/24"}}},
+	}
+	cfg, ps := config.Parse(objs)
 	if len(ps) > 0 {
 		t.Fatal(ps)
 	}

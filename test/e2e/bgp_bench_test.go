@@ -14,7 +14,6 @@ import (
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -61,19 +60,6 @@ func (cl *cluster) waitSessions(rtr *frr.Router) {
 func (cl *cluster) ecmp(rtr *frr.Router, prefix netip.Prefix, timeout time.Duration) error {
 	_, err := rtr.WaitRoute(within(cl.t, timeout), prefix, frr.NextHops(cl.nodeAddrs(benchNodes...)...))
 	return err
-}
-
-// createService creates a LoadBalancer Service and returns at once.
-func (cl *cluster) createService(name string) {
-	cl.t.Helper()
-	s := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": name},
-			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
-	}
-	if err := cl.c.Create(cl.ctx, s); err != nil {
-		cl.t.Fatal(err)
-	}
 }
 
 // waitIPFast polls the Service's status every 2 ms (waitIP's 20 ms would
@@ -137,19 +123,15 @@ func (cl *cluster) crashBGP(rtr *frr.Router, node string, prefix netip.Prefix, t
 	return time.Since(start), nil
 }
 
-// revive brings node's link and speaker back and waits until FRR routes
-// prefix to all three nodes again.
-func (cl *cluster) revive(rtr *frr.Router, node string, prefix netip.Prefix) {
+// reviveRouted brings node's link and speaker back and waits until FRR
+// routes prefix to all three nodes again.
+func (cl *cluster) reviveRouted(rtr *frr.Router, node string, prefix netip.Prefix) {
 	cl.t.Helper()
-	h := cl.lab.Hosts[node]
-	if _, err := h.In("ip", "link", "set", "eth0", "up"); err != nil {
-		cl.t.Fatal(err)
-	}
+	cl.revive(node)
 	// The link going down took the default route startRouter set.
-	if _, err := h.In("ip", "route", "replace", "default", "via", cl.lab.Hosts["router"].IPv4.Addr().String()); err != nil {
+	if _, err := cl.lab.Hosts[node].In("ip", "route", "replace", "default", "via", cl.lab.Hosts["router"].IPv4.Addr().String()); err != nil {
 		cl.t.Fatal(err)
 	}
-	cl.startSpeaker(node)
 	if err := cl.ecmp(rtr, prefix, 60*time.Second); err != nil {
 		cl.t.Fatalf("%s did not come back: %v", node, err)
 	}
@@ -177,7 +159,7 @@ func benchCrash(t *testing.T, cl *cluster, rtr *frr.Router, prefix netip.Prefix,
 			t.Fatalf("run %d: FRR's last reset of the session with %s: %s %q %d ms ago, want the notification %q within %s", i, node, nb.ResetDueTo, nb.Notification, nb.ResetAgo, reason, d)
 		}
 		samples = append(samples, d)
-		cl.revive(rtr, node, prefix)
+		cl.reviveRouted(rtr, node, prefix)
 	}
 	return samples
 }

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -186,18 +185,7 @@ func TestBGPEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := cl.apiserverPID()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	thawed := false
-	thaw := func() {
-		if !thawed {
-			thawed = true
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
-	t.Cleanup(thaw)
+	thaw := cl.freezeAPIServer()
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
 		nh, err := rtr.Routes(frr.IPv4)
 		if err != nil || len(nh[prefix]) != 3 {

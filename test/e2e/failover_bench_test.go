@@ -9,8 +9,6 @@ import (
 	"sort"
 	"testing"
 	"time"
-
-	"github.com/ironlb/ironlb/test/labkit"
 )
 
 var failoverRuns = flag.Int("failover-runs", 20, "crash failovers to measure")
@@ -30,11 +28,7 @@ func TestBenchFailover(t *testing.T) {
 			t.Fatalf("run %d: %v", i, err)
 		}
 		samples = append(samples, d)
-		// Bring the node back for the next round.
-		if _, err := cl.lab.Hosts[owner].In("ip", "link", "set", "eth0", "up"); err != nil {
-			t.Fatal(err)
-		}
-		cl.startSpeaker(owner)
+		cl.revive(owner)
 	}
 	report(t, "crash failover (SIGKILL + link down -> gratuitous ARP at the client)", samples, "")
 }
@@ -92,6 +86,15 @@ func (cl *cluster) rejoin(node string, ip netip.Addr) (int, bool) {
 	return misses, err == nil && o == node
 }
 
+// revive brings a crashed node back: link up, speaker restarted.
+func (cl *cluster) revive(node string) {
+	cl.t.Helper()
+	if _, err := cl.lab.Hosts[node].In("ip", "link", "set", "eth0", "up"); err != nil {
+		cl.t.Fatal(err)
+	}
+	cl.startSpeaker(node)
+}
+
 // stableOwner waits until the restarted speaker of the last round has
 // joined and the address has settled: the same node answers for 2 s in a
 // row. Otherwise a round could measure the address moving back to the
@@ -129,12 +132,7 @@ func report(t *testing.T, what string, samples []time.Duration, extra string) {
 func TestBenchPingFailover(t *testing.T) {
 	cl := newCluster(t, "node1", "node2", "node3")
 	cl.l2Setup("198.18.0.200-198.18.0.220")
-	ip := cl.service("web")
-	for _, n := range []string{"node1", "node2", "node3"} {
-		if err := labkit.ServePods(cl.ctx, cl.lab.Hosts[n], n, ip); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ip := cl.servedService("web")
 	var windows []time.Duration
 	for i := range *failoverRuns {
 		owner := cl.stableOwner(ip)
@@ -149,10 +147,7 @@ func TestBenchPingFailover(t *testing.T) {
 			t.Fatalf("run %d: lost-ping window %s", i, window)
 		}
 		windows = append(windows, window)
-		if _, err := cl.lab.Hosts[owner].In("ip", "link", "set", "eth0", "up"); err != nil {
-			t.Fatal(err)
-		}
-		cl.startSpeaker(owner)
+		cl.revive(owner)
 	}
 	report(t, "crash under 10 ms pings (longest run of lost pings at the client)", windows, "")
 }

@@ -138,7 +138,15 @@ func (cl *cluster) l2Setup(addrs ...v1beta1.AddressRange) {
 	}
 }
 
+// service creates a LoadBalancer Service and waits for its address.
 func (cl *cluster) service(name string) netip.Addr {
+	cl.createService(name)
+	return cl.waitIP(name)
+}
+
+// createService creates a LoadBalancer Service and returns at once.
+func (cl *cluster) createService(name string) {
+	cl.t.Helper()
 	s := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": name},
@@ -147,21 +155,41 @@ func (cl *cluster) service(name string) netip.Addr {
 	if err := cl.c.Create(cl.ctx, s); err != nil {
 		cl.t.Fatal(err)
 	}
-	return cl.waitIP(name)
+}
+
+// servedService is service with "pods" on every node behind the address
+// (kube-proxy's part, see labkit.ServePods): pings and HTTP get answers.
+func (cl *cluster) servedService(name string) netip.Addr {
+	cl.t.Helper()
+	ip := cl.service(name)
+	for n := range cl.speakers {
+		if err := labkit.ServePods(cl.ctx, cl.lab.Hosts[n], n, ip); err != nil {
+			cl.t.Fatal(err)
+		}
+	}
+	return ip
+}
+
+// clientARP runs fn with an ARP client on the client host's LAN interface.
+func clientARP[T any](cl *cluster, fn func(c *arp.Client, ifi *net.Interface) (T, error)) (T, error) {
+	return netlab.InNS(cl.lab.Hosts["client"].Name, func() (T, error) {
+		var zero T
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return zero, err
+		}
+		c, err := arp.Dial(ifi)
+		if err != nil {
+			return zero, err
+		}
+		defer c.Close()
+		return fn(c, ifi)
+	})
 }
 
 // resolve asks for ip's MAC from the client host, like a router would.
 func (cl *cluster) resolve(ip netip.Addr, timeout time.Duration) (net.HardwareAddr, error) {
-	return netlab.InNS(cl.lab.Hosts["client"].Name, func() (net.HardwareAddr, error) {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return nil, err
-		}
-		c, err := arp.Dial(ifi)
-		if err != nil {
-			return nil, err
-		}
-		defer c.Close()
+	return clientARP(cl, func(c *arp.Client, _ *net.Interface) (net.HardwareAddr, error) {
 		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
 			return nil, err
 		}

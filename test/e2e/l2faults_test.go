@@ -23,16 +23,7 @@ import (
 // every MAC that answers within window: more than one means two nodes
 // announce the address.
 func (cl *cluster) answerers(ip netip.Addr, window time.Duration) (map[string]bool, error) {
-	return netlab.InNS(cl.lab.Hosts["client"].Name, func() (map[string]bool, error) {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return nil, err
-		}
-		c, err := arp.Dial(ifi)
-		if err != nil {
-			return nil, err
-		}
-		defer c.Close()
+	return clientARP(cl, func(c *arp.Client, ifi *net.Interface) (map[string]bool, error) {
 		req, err := arp.NewPacket(arp.OperationRequest, ifi.HardwareAddr, cl.lab.Hosts["client"].IPv4.Addr(), ethernet.Broadcast, ip)
 		if err != nil {
 			return nil, err

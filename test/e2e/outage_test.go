@@ -6,11 +6,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/ironlb/ironlb/test/labkit"
 )
 
 var outage = flag.Duration("outage", 8*time.Second, "how long the API server is frozen in TestAPIServerOutage (make chaos uses 60s)")
@@ -37,6 +36,21 @@ func (cl *cluster) apiserverPID() int {
 	return pid
 }
 
+// freezeAPIServer stops the API server (SIGSTOP: its connections hang, as
+// in a real outage) and returns the function that resumes it, which is also
+// called when the test ends.
+func (cl *cluster) freezeAPIServer() (resume func()) {
+	cl.t.Helper()
+	pid := cl.apiserverPID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		cl.t.Fatal(err)
+	}
+	var once sync.Once
+	resume = func() { once.Do(func() { _ = syscall.Kill(pid, syscall.SIGCONT) }) }
+	cl.t.Cleanup(resume)
+	return resume
+}
+
 // TestAPIServerOutage freezes the API server (SIGSTOP: connections hang,
 // as in a real outage) and checks that the data plane does not notice:
 // the address stays answered by the same node throughout, and when that
@@ -45,29 +59,13 @@ func (cl *cluster) apiserverPID() int {
 func TestAPIServerOutage(t *testing.T) {
 	cl := newCluster(t, "node1", "node2", "node3")
 	cl.l2Setup("198.18.0.200-198.18.0.220")
-	ip := cl.service("web")
+	ip := cl.servedService("web")
 	owner := cl.waitOwner(ip, 10*time.Second, "")
-	for _, n := range []string{"node1", "node2", "node3"} {
-		if err := labkit.ServePods(cl.ctx, cl.lab.Hosts[n], n, ip); err != nil {
-			t.Fatal(err)
-		}
-	}
 	time.Sleep(700 * time.Millisecond)
 	// A client pings every 10 ms throughout the first half of the outage.
 	pings := startPing(t, cl.lab.Hosts["client"], ip, 10*time.Millisecond)
 
-	pid := cl.apiserverPID()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
-	defer resume()
+	resume := cl.freezeAPIServer()
 
 	half := *outage / 2
 	deadline := time.Now().Add(half)

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 
-	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
 )
 
@@ -105,13 +104,8 @@ func (p *pinger) stop() (sent, lost int, window time.Duration) {
 func TestPingDuringFailover(t *testing.T) {
 	cl := newCluster(t, "node1", "node2", "node3")
 	cl.l2Setup("198.18.0.200-198.18.0.220")
-	ip := cl.service("web")
+	ip := cl.servedService("web")
 	owner := cl.waitOwner(ip, 10*time.Second, "")
-	for _, n := range []string{"node1", "node2", "node3"} {
-		if err := labkit.ServePods(cl.ctx, cl.lab.Hosts[n], n, ip); err != nil {
-			t.Fatal(err)
-		}
-	}
 	time.Sleep(time.Second)
 	p := startPing(t, cl.lab.Hosts["client"], ip, 10*time.Millisecond)
 	time.Sleep(time.Second)
