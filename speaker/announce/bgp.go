@@ -140,13 +140,7 @@ func PlanBGP(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo) BGPPlan {
 	}
 	for ip, a := range perIP {
 		if len(a.advs) == 0 {
-			r := a.reason
-			if r == "" {
-				r = ReasonNoEligibleNode
-			}
-			for _, k := range a.services {
-				plan.NotAnnounced[k] = r
-			}
+			notAnnounced(plan.NotAnnounced, a.services, a.reason)
 			continue
 		}
 		nodes := make([]string, 0, len(a.advs))

@@ -183,13 +183,7 @@ func PlanL2(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo) L2Plan {
 		sort.Strings(eligible)
 		owner, ok := Owner(ip, eligible)
 		if !ok {
-			r := a.reason
-			if r == "" {
-				r = ReasonNoEligibleNode
-			}
-			for _, k := range a.services {
-				plan.NotAnnounced[k] = r
-			}
+			notAnnounced(plan.NotAnnounced, a.services, a.reason)
 			continue
 		}
 		var ifaces []string
@@ -215,6 +209,17 @@ func matchingL2(cfg *config.Config, s ServiceInfo, pool string) []*config.L2Adve
 // from pool.
 func covers(pools map[string]bool, services []labels.Selector, s ServiceInfo, pool string) bool {
 	return (pools == nil || pools[pool]) && (len(services) == 0 || config.MatchesAny(services, s.Labels))
+}
+
+// notAnnounced records why services are not announced (no reason given:
+// no eligible node).
+func notAnnounced(into map[string]string, services []string, reason string) {
+	if reason == "" {
+		reason = ReasonNoEligibleNode
+	}
+	for _, k := range services {
+		into[k] = reason
+	}
 }
 
 func filter[T any](in []T, keep func(T) bool) []T {
