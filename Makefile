@@ -15,7 +15,7 @@ lab-down:
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 
-.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller fuzz clean
+.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
 
 all: build
 
@@ -62,6 +62,13 @@ bench-ipam:
 
 bench-controller: k8s-binaries
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-report=$(CURDIR)/bin/bench-controller.txt
+
+# bench-scale: the controller process with 10,000 Services over 20 pools,
+# then 50 speaker processes announcing 2,000 L2 addresses; one after the
+# other, each (re)writing its section of docs/scale.md.
+bench-scale: k8s-binaries build
+	$(GO) test -tags bench -count=1 -timeout 40m -run '^TestBenchScale$$' -v ./test/bench/ -args -scale-services=$${N:-10000} -scale-rate=$${RATE:-80} -scale-report=$(CURDIR)/docs/scale.md
+	$(GO) test -tags bench -count=1 -timeout 40m -run '^TestBenchSpeakerScale$$' -v ./test/e2e/ -args -scale-speakers=$${SPEAKERS:-50} -scale-ips=$${IPS:-2000} -scale-report=$(CURDIR)/docs/scale.md
 
 bench-failover: k8s-binaries build
 	$(GO) test -tags bench -count=1 -timeout 20m -run '^TestBench(Failover|Handover|PingFailover)$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}

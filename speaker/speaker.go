@@ -190,10 +190,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	}
 	plan := announce.PlanL2(cfg, nodes, svcs)
 	bgpPlan := announce.PlanBGP(cfg, nodes, svcs)
+	// A BGP failure is retried, but must not hold up layer 2.
+	var bgpErr error
 	if r.BGP != nil {
-		if err := r.applyBGP(ctx, cfg, nodeList.Items, bgpPlan); err != nil {
-			return ctrl.Result{}, err
-		}
+		bgpErr = r.applyBGP(ctx, cfg, nodeList.Items, bgpPlan)
 	}
 
 	// This node's addresses per interface; one interface may be named by
@@ -307,6 +307,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		})
 	}
 	r.publish(ctx, &publication{svcs: svcList.Items, plan: plan, bgp: bgpPlan, alive: alive})
+	if bgpErr != nil {
+		return ctrl.Result{}, bgpErr
+	}
 	if len(missing) > 0 {
 		// An interface that is missing or down now may come up later
 		// (link events also trigger a pass; this is the safety net).
