@@ -67,7 +67,7 @@ bench-controller: k8s-binaries
 # then 50 speaker processes announcing 2,000 L2 addresses; one after the
 # other, each (re)writing its section of docs/scale.md.
 bench-scale: k8s-binaries build
-	$(GO) test -tags bench -count=1 -timeout 40m -run '^TestBenchScale$$' -v ./test/bench/ -args -scale-services=$${N:-10000} -scale-rate=$${RATE:-80} -scale-report=$(CURDIR)/docs/scale.md
+	$(GO) test -tags bench -count=1 -timeout 40m -run '^TestBenchScale$$' -v ./test/bench/ -args -scale-services=$${N:-10000} -scale-rate=$${RATE:-25} -scale-report=$(CURDIR)/docs/scale.md
 	$(GO) test -tags bench -count=1 -timeout 40m -run '^TestBenchSpeakerScale$$' -v ./test/e2e/ -args -scale-speakers=$${SPEAKERS:-50} -scale-ips=$${IPS:-2000} -scale-report=$(CURDIR)/docs/scale.md
 
 bench-failover: k8s-binaries build

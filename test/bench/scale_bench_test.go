@@ -1,0 +1,605 @@
+//go:build bench
+
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/test/apiserver"
+)
+
+var (
+	scaleServices = flag.Int("scale-services", 10000, "TestBenchScale: Services created for the controller process")
+	scaleRatioN   = flag.Int("scale-ratio-services", 1000, "TestBenchScale: Services per writer in the interleaved ironlb/plain-client sample")
+	scaleChurn    = flag.Int("scale-churn", 1000, "TestBenchScale: Services deleted, and as many created, in the churn phase")
+	scaleRate     = flag.Float64("scale-rate", 25, "TestBenchScale: creates (and deletes) per second, open loop")
+	scaleReport   = flag.String("scale-report", "", "markdown file whose controller section TestBenchScale (re)writes")
+)
+
+const scalePools = 20
+
+// scalePool says what pool k holds: v4 only, v6 only or both.
+func scalePool(k int) (v4, v6 bool) {
+	switch {
+	case k%10 < 4:
+		return true, false
+	case k%10 < 7:
+		return false, true
+	default:
+		return true, true
+	}
+}
+
+func scalePoolObject(k int) *v1beta1.IPAddressPool {
+	v4, v6 := scalePool(k)
+	var addrs []v1beta1.AddressRange
+	if v4 {
+		addrs = append(addrs, v1beta1.AddressRange(fmt.Sprintf("198.19.%d.0/22", 4*k)))
+	}
+	if v6 {
+		addrs = append(addrs, v1beta1.AddressRange(fmt.Sprintf("2001:db8:64:%x::/118", k)))
+	}
+	return &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pool%02d", k)}, Spec: v1beta1.IPAddressPoolSpec{Addresses: addrs}}
+}
+
+// scaleService is Service number i of ns: in pool i%20 (named by
+// annotation); single-stack in a one-family pool, RequireDualStack in a
+// two-family pool; in single-family pools four Services in ten share an
+// address (one sharing key per group, each on its own port).
+func scaleService(ns, name string, i int, class *string) *corev1.Service {
+	k, j := i%scalePools, i/scalePools
+	v4, v6 := scalePool(k)
+	s := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: map[string]string{v1beta1.AnnotationAddressPool: fmt.Sprintf("pool%02d", k)}},
+		Spec: corev1.ServiceSpec{
+			Type:                          corev1.ServiceTypeLoadBalancer,
+			LoadBalancerClass:             class,
+			AllocateLoadBalancerNodePorts: ptr.To(false),
+			Selector:                      map[string]string{"app": "x"},
+		},
+	}
+	port := int32(80)
+	switch {
+	case v4 && v6:
+		s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol, corev1.IPv6Protocol}
+		s.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicyRequireDualStack)
+	default:
+		s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
+		if v6 {
+			s.Spec.IPFamilies = []corev1.IPFamily{corev1.IPv6Protocol}
+		}
+		s.Spec.IPFamilyPolicy = ptr.To(corev1.IPFamilyPolicySingleStack)
+		if j%10 < 4 {
+			s.Annotations[v1beta1.AnnotationAllowSharedIP] = fmt.Sprintf("%s-k%d-%d", ns, k, j/10)
+			port = 8000 + int32(j%10)
+		}
+	}
+	s.Spec.Ports = []corev1.ServicePort{{Port: port, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}}
+	return s
+}
+
+// scaleWatch records when Services of ns whose create was recorded in p
+// first show an address; done is closed once n of them have.
+func scaleWatch(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string, p *phase, n int) <-chan struct{} {
+	done := make(chan struct{})
+	w, err := cs.CoreV1().Services(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer w.Stop()
+		count := 0
+		for ev := range w.ResultChan() {
+			if ev.Type != watch.Added && ev.Type != watch.Modified {
+				continue
+			}
+			s := ev.Object.(*corev1.Service)
+			if len(s.Status.LoadBalancer.Ingress) == 0 {
+				continue
+			}
+			now := time.Now()
+			p.mu.Lock()
+			_, ours := p.created[s.Name]
+			_, had := p.seen[s.Name]
+			if ours && !had {
+				p.seen[s.Name] = now
+				count++
+			}
+			p.mu.Unlock()
+			if count == n {
+				close(done)
+				return
+			}
+		}
+	}()
+	return done
+}
+
+// op is one paced API call.
+type op func() error
+
+// pace runs ops at rate per second, each in its own goroutine (an open
+// loop: a slow call does not slow the offered load), and waits for all.
+func pace(t *testing.T, rate float64, ops []op) time.Duration {
+	var wg sync.WaitGroup
+	start := time.Now()
+	interval := time.Duration(float64(time.Second) / rate)
+	var errs sync.Map
+	for i, o := range ops {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := o(); err != nil {
+				errs.Store(i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	failed := 0
+	errs.Range(func(k, v any) bool {
+		if failed++; failed <= 10 {
+			t.Errorf("op %v: %v", k, v)
+		}
+		return true
+	})
+	if failed > 0 {
+		t.Fatalf("%d of %d API calls failed at %g/s: the API server cannot keep up with this rate here; lower -scale-rate", failed, len(ops), rate)
+	}
+	return time.Since(start)
+}
+
+func createOp(ctx context.Context, cs kubernetes.Interface, p *phase, s *corev1.Service, after func(*corev1.Service) error) op {
+	return func() error {
+		p.mu.Lock()
+		p.created[s.Name] = time.Now()
+		p.mu.Unlock()
+		got, err := cs.CoreV1().Services(s.Namespace).Create(ctx, s, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.createdDone[s.Name] = time.Now()
+		p.mu.Unlock()
+		if after != nil {
+			return after(got)
+		}
+		return nil
+	}
+}
+
+// procStat reads a process's CPU time (user+system) and its peak and
+// current resident set.
+type procSample struct {
+	cpu       time.Duration
+	hwm, rss  int64 // bytes
+	available bool
+}
+
+func readProc(pid int) procSample {
+	var s procSample
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 13 {
+		return s
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	s.cpu = time.Duration(ut+st) * time.Second / clkTck
+	st2, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s
+	}
+	for _, line := range strings.Split(string(st2), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(fs[1], 10, 64)
+		switch fs[0] {
+		case "VmHWM:":
+			s.hwm = v << 10
+		case "VmRSS:":
+			s.rss = v << 10
+		}
+	}
+	s.available = true
+	return s
+}
+
+// clkTck is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
+const clkTck = 100
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// machine describes this host for the report.
+func machine() string {
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "MemTotal:") {
+				f := strings.Fields(line)
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				model = strings.TrimSpace(line[strings.Index(line, ":")+1:])
+				break
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("nproc %d (%s), memory %s, Linux %s, %s", runtime.NumCPU(), model, mem, strings.TrimSpace(string(kernel)), runtime.Version())
+}
+
+// writeSection replaces the section name of the markdown file path (or
+// appends it), so each bench rewrites only its own part of the report.
+func writeSection(path, name, body string) error {
+	begin, end := "<!-- begin "+name+" -->", "<!-- end "+name+" -->"
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	text := string(old)
+	if text == "" {
+		text = "# ironlb at scale\n\nWritten by `make bench-scale` (test/bench/scale_bench_test.go and test/e2e/scale_bench_test.go, build tag `bench`); each bench rewrites its own section.\n"
+	}
+	section := begin + "\n" + body + end + "\n"
+	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
+		text = text[:i] + section + text[j+len(end)+1:]
+	} else {
+		text = strings.TrimRight(text, "\n") + "\n\n" + section
+	}
+	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// checkAddresses lists the Services of namespaces and fails on an address
+// held by two Services that do not share one sharing key. It returns each
+// Service's addresses and the number of distinct addresses.
+func checkAddresses(ctx context.Context, t *testing.T, c client.Client, namespaces ...string) (map[string]string, int) {
+	t.Helper()
+	ips := map[string]string{}
+	type holder struct{ name, key string }
+	held := map[netip.Addr]holder{}
+	for _, ns := range namespaces {
+		var list corev1.ServiceList
+		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		for i := range list.Items {
+			s := &list.Items[i]
+			got := controller.IngressIPs(s)
+			ips[ns+"/"+s.Name] = fmt.Sprint(got)
+			key := s.Annotations[v1beta1.AnnotationAllowSharedIP]
+			for _, ip := range got {
+				if h, dup := held[ip]; dup && (key == "" || h.key != key) {
+					t.Errorf("duplicate: %s held by %s and %s/%s (sharing keys %q, %q)", ip, h.name, ns, s.Name, h.key, key)
+				}
+				held[ip] = holder{ns + "/" + s.Name, key}
+			}
+		}
+	}
+	return ips, len(held)
+}
+
+func latencyLine(name string, p *phase, total time.Duration) string {
+	l := p.latencies()
+	return fmt.Sprintf("| %s | %d | %s | %s | %s | %s | %s |", name, len(l), ms(pct(l, .5)), ms(pct(l, .9)), ms(pct(l, .99)), ms(pct(l, 1)), total.Round(time.Millisecond))
+}
+
+func waitDone(t *testing.T, name string, p *phase, n int, done <-chan struct{}, bound time.Duration) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(bound):
+		t.Fatalf("%s: only %d of %d Services got an address within %s after the last create", name, len(p.latencies()), n, bound)
+	}
+}
+
+// TestBenchScale: the controller as its own process (bin/controller)
+// against a real API server, with 10,000 Services over 20 pools; the ratio
+// to a plain client writing the same statuses; then churn, during which no
+// surviving Service's address may change.
+func TestBenchScale(t *testing.T) {
+	root, err := apiserver.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "bin", "controller")); err != nil {
+		t.Fatal("bin/controller missing: run `make build`")
+	}
+	env := apiserver.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := env.Config // QPS -1: no client-side rate limit
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	c := env.Client
+	for _, ns := range []string{"ironlb", "ratio", "plain"} {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := range scalePools {
+		if err := c.Create(ctx, scalePoolObject(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "controller.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(root, "bin", "controller"), "--kubeconfig="+kubeconfig, "--leader-elect=false",
+		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--zap-log-level=error")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			s := string(b)
+			if len(s) > 3000 {
+				s = s[len(s)-3000:]
+			}
+			t.Logf("controller log:\n%s", s)
+		}
+	}()
+	pid := cmd.Process.Pid
+	apiPID := apiserverPID(env.Config.Host)
+
+	// Warm up: the controller is running once it answers one Service.
+	warm := newPhase("warm-up")
+	warmDone := scaleWatch(ctx, t, cs, "default", warm, 1)
+	if err := createOp(ctx, cs, warm, scaleService("default", "warmup", 0, nil), nil)(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, "warm-up", warm, 1, warmDone, time.Minute)
+	time.Sleep(time.Second)
+	p0, a0 := readProc(pid), readProc(apiPID)
+
+	// Phase 1: 10,000 Services for ironlb alone.
+	n := *scaleServices
+	mainP := newPhase("ironlb controller process")
+	mainDone := scaleWatch(ctx, t, cs, "ironlb", mainP, n)
+	var ops []op
+	for i := range n {
+		ops = append(ops, createOp(ctx, cs, mainP, scaleService("ironlb", fmt.Sprintf("s%05d", i), i, nil), nil))
+	}
+	w0 := writeCounts(ctx, cs)
+	createTime := pace(t, *scaleRate, ops)
+	waitDone(t, "10k", mainP, n, mainDone, 5*time.Minute)
+	mainTotal := mainP.lastSeen().Sub(mainP.firstCreate())
+	time.Sleep(2 * time.Second)
+	w1 := writeCounts(ctx, cs)
+	p1, a1 := readProc(pid), readProc(apiPID)
+	before, distinct := checkAddresses(ctx, t, c, "ironlb")
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Phase 2: the ratio to a plain client writing the same statuses,
+	// interleaved so both see the same API server at the same moment.
+	m := *scaleRatioN
+	ratioP := newPhase("ironlb controller process")
+	plainP := newPhase("plain client (create, then write status)")
+	ratioDone := scaleWatch(ctx, t, cs, "ratio", ratioP, m)
+	plainDone := scaleWatch(ctx, t, cs, "plain", plainP, m)
+	var ipMu sync.Mutex
+	next4, next6 := netip.MustParseAddr("100.64.0.0"), netip.MustParseAddr("fd00:64::")
+	vip := corev1.LoadBalancerIPModeVIP
+	plainWrite := func(s *corev1.Service) error {
+		ipMu.Lock()
+		var ing []corev1.LoadBalancerIngress
+		for _, f := range s.Spec.IPFamilies {
+			ip := &next4
+			if f == corev1.IPv6Protocol {
+				ip = &next6
+			}
+			ing = append(ing, corev1.LoadBalancerIngress{IP: ip.String(), IPMode: &vip})
+			*ip = ip.Next()
+		}
+		ipMu.Unlock()
+		s.Status.LoadBalancer.Ingress = ing
+		_, err := cs.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+		return err
+	}
+	ops = ops[:0]
+	for i := range m {
+		ops = append(ops,
+			createOp(ctx, cs, plainP, scaleService("plain", fmt.Sprintf("p%05d", i), i, ptr.To(plainClass)), plainWrite),
+			createOp(ctx, cs, ratioP, scaleService("ratio", fmt.Sprintf("r%05d", i), i, nil), nil))
+	}
+	ratioTime := pace(t, *scaleRate, ops)
+	waitDone(t, "ratio ironlb", ratioP, m, ratioDone, 5*time.Minute)
+	waitDone(t, "ratio plain", plainP, m, plainDone, 5*time.Minute)
+	p2 := readProc(pid)
+	time.Sleep(2 * time.Second)
+	before2, _ := checkAddresses(ctx, t, c, "ironlb", "ratio")
+	for k, v := range before {
+		if before2[k] != v {
+			t.Errorf("%s changed from %s to %s during the ratio phase", k, v, before2[k])
+		}
+	}
+
+	// Phase 3: churn. Delete random Services and create as many new ones,
+	// interleaved; no surviving Service's address may change.
+	names := make([]string, n)
+	for i := range n {
+		names[i] = fmt.Sprintf("s%05d", i)
+	}
+	rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	gone := map[string]bool{}
+	churnP := newPhase("ironlb, churn creates")
+	churnDone := scaleWatch(ctx, t, cs, "ironlb", churnP, *scaleChurn)
+	ops = ops[:0]
+	for i := range *scaleChurn {
+		name := names[i]
+		gone["ironlb/"+name] = true
+		ops = append(ops, func() error {
+			return cs.CoreV1().Services("ironlb").Delete(ctx, name, metav1.DeleteOptions{})
+		}, createOp(ctx, cs, churnP, scaleService("ironlb", fmt.Sprintf("s%05d", n+i), n+i, nil), nil))
+	}
+	churnTime := pace(t, *scaleRate, ops)
+	waitDone(t, "churn", churnP, *scaleChurn, churnDone, 5*time.Minute)
+	time.Sleep(2 * time.Second)
+	p3 := readProc(pid)
+	after, distinctAfter := checkAddresses(ctx, t, c, "ironlb", "ratio")
+	changed, survivors := 0, 0
+	for k, v := range before2 {
+		if gone[k] {
+			if _, still := after[k]; still {
+				t.Errorf("%s was deleted but is still listed", k)
+			}
+			continue
+		}
+		survivors++
+		if after[k] != v {
+			changed++
+			if changed <= 10 {
+				t.Errorf("%s changed from %s to %s during churn", k, v, after[k])
+			}
+		}
+	}
+	if changed > 0 {
+		t.Errorf("%d surviving Services changed address during churn", changed)
+	}
+	empty := 0
+	for _, v := range after {
+		if v == "[]" {
+			empty++
+		}
+	}
+	if empty > 0 {
+		t.Errorf("%d Services without an address after churn", empty)
+	}
+
+	// The report.
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Controller at scale (`TestBenchScale`)\n\n")
+	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n", time.Now().UTC().Format(time.RFC3339), machine())
+	fmt.Fprintf(&b, "- command: `make bench-scale` → `go test -tags bench -run '^TestBenchScale$' ./test/bench/ -args -scale-services=%d -scale-ratio-services=%d -scale-churn=%d -scale-rate=%g`\n",
+		n, m, *scaleChurn, *scaleRate)
+	fmt.Fprintf(&b, "- setup: one kube-apiserver + etcd (envtest, same machine); bin/controller as its own process (`--leader-elect=false`, 16 workers, no client-side QPS limit); the bench's client has no client-side QPS limit (rest.Config QPS -1); creates paced open loop at %g/s, each call in its own goroutine\n", *scaleRate)
+	fmt.Fprintf(&b, "- Services: %d pools (8 IPv4 /22, 6 IPv6 /118, 6 dual-stack), Service i in pool i%%20 by annotation; Services in dual-stack pools are RequireDualStack (2 addresses); in single-family pools 4 of 10 share an address (`%s`, one key per group of 4, distinct ports)\n\n",
+		scalePools, v1beta1.AnnotationAllowSharedIP)
+	fmt.Fprintf(&b, "Latency = create sent → address seen in a watch of Services.\n\n")
+	fmt.Fprintf(&b, "| phase | Services | p50 | p90 | p99 | max | wall time |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintln(&b, latencyLine(fmt.Sprintf("1. %d Services, ironlb alone (creates took %s)", n, createTime.Round(time.Millisecond)), mainP, mainTotal))
+	fmt.Fprintln(&b, latencyLine("2. interleaved sample: ironlb", ratioP, ratioTime))
+	fmt.Fprintln(&b, latencyLine("2. interleaved sample: plain client (create, then write status)", plainP, ratioTime))
+	fmt.Fprintln(&b, latencyLine(fmt.Sprintf("3. churn: %d deletes + %d creates interleaved, the creates", *scaleChurn, *scaleChurn), churnP, churnTime))
+	rl, pl := ratioP.latencies(), plainP.latencies()
+	fmt.Fprintf(&b, "\n- ratio ironlb / plain client (phase 2, %d + %d Services interleaved at %g/s in all, with %d Services already allocated): p50 **%.2fx**, p90 %.2fx, p99 **%.2fx** (target ≤ 1.3x)\n",
+		m, m, *scaleRate, n, ratio(pct(rl, .5), pct(pl, .5)), ratio(pct(rl, .9), pct(pl, .9)), ratio(pct(rl, .99), pct(pl, .99)))
+	fmt.Fprintf(&b, "- the ratio is measured on a %d-Service interleaved sample, not at 10,000 per writer: 2 × 10,000 creates at the same pace would double the run; phase 1 gives the 10,000-Service numbers\n", m)
+	fmt.Fprintf(&b, "- controller process CPU: %.1f s over phase 1 (%.1f ms per Service), %.1f s over phase 2, %.1f s over phase 3; %.1f s in all since start\n",
+		(p1.cpu - p0.cpu).Seconds(), float64((p1.cpu-p0.cpu).Microseconds())/1000/float64(n), (p2.cpu - p1.cpu).Seconds(), (p3.cpu - p2.cpu).Seconds(), p3.cpu.Seconds())
+	fmt.Fprintf(&b, "- controller process memory: peak RSS (VmHWM) %s, RSS at the end %s (after phase 1: VmHWM %s)\n", mib(p3.hwm), mib(p3.rss), mib(p1.hwm))
+	if apiPID > 0 {
+		fmt.Fprintf(&b, "- for scale, the kube-apiserver process used %.1f s of CPU over phase 1 (%.1f ms per Service), peak RSS %s\n",
+			(a1.cpu - a0.cpu).Seconds(), float64((a1.cpu-a0.cpu).Microseconds())/1000/float64(n), mib(readProc(apiPID).hwm))
+	}
+	fmt.Fprintf(&b, "- addresses after phase 1: %d Services hold %d distinct addresses (sharing and dual-stack)\n", n, distinct)
+	fmt.Fprintf(&b, "- API writes per Service in phase 1: %s\n", diffCounts(w0, w1, n))
+	fmt.Fprintf(&b, "- churn: %d surviving Services compared before/after: %d changed address; duplicates (an address held by Services without one common sharing key) over %d Services and %d addresses: %s\n",
+		survivors, changed, len(after), distinctAfter, map[bool]string{true: "some (see test log)", false: "none"}[t.Failed()])
+	fmt.Fprintf(&b, "- result: %s\n\n", map[bool]string{true: "**FAILED** (see the test log)", false: "passed (invariants: no address changed, no duplicate, every Service addressed within 5 min of its phase's last create)"}[t.Failed()])
+	t.Log("\n" + b.String())
+	if *scaleReport != "" {
+		if err := writeSection(*scaleReport, "controller", b.String()); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func (p *phase) firstCreate() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var first time.Time
+	for _, c := range p.created {
+		if first.IsZero() || c.Before(first) {
+			first = c
+		}
+	}
+	return first
+}
+
+func (p *phase) lastSeen() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var last time.Time
+	for _, s := range p.seen {
+		if s.After(last) {
+			last = s
+		}
+	}
+	return last
+}
+
+// apiserverPID finds the kube-apiserver serving host (https://IP:PORT) by
+// its command line, or 0.
+func apiserverPID(host string) int {
+	u, err := url.Parse(host) // envtest: https://127.0.0.1:PORT/
+	if err != nil || u.Port() == "" {
+		return 0
+	}
+	port := u.Port()
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		cmd := string(b)
+		if strings.Contains(cmd, "kube-apiserver") && strings.Contains(cmd, "--secure-port="+port+"\x00") {
+			return pid
+		}
+	}
+	return 0
+}

@@ -1,0 +1,684 @@
+//go:build bench
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/arp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/labkit"
+	"github.com/ironlb/ironlb/test/netlab"
+)
+
+var (
+	scaleSpeakers = flag.Int("scale-speakers", 50, "TestBenchSpeakerScale: speaker processes (one node namespace each)")
+	scaleIPs      = flag.Int("scale-ips", 2000, "TestBenchSpeakerScale: announced L2 addresses (one single-stack Service each)")
+	scaleFewIPs   = flag.Int("scale-few-ips", 0, "TestBenchSpeakerScale: delete Services down to this many addresses for a second idle window (0 skips it)")
+	scaleIdle     = flag.Duration("scale-idle", 30*time.Second, "TestBenchSpeakerScale: idle window")
+	scaleBound    = flag.Duration("scale-announce-bound", 5*time.Minute, "TestBenchSpeakerScale: fail if not every address is answered over ARP within this")
+	scaleReportTo = flag.String("scale-report", "", "markdown file whose speaker section TestBenchSpeakerScale (re)writes")
+)
+
+const scaleMetricsAddr = "127.0.0.1:7474"
+
+// scaleProc is a process's CPU time and resident set from /proc.
+type scaleProc struct {
+	cpu      time.Duration
+	rss, hwm int64
+}
+
+func readScaleProc(pid int) (scaleProc, error) {
+	var s scaleProc
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, err
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	s.cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(fs[1], 10, 64)
+		switch fs[0] {
+		case "VmRSS:":
+			s.rss = v << 10
+		case "VmHWM:":
+			s.hwm = v << 10
+		}
+	}
+	return s, nil
+}
+
+// speakerPID is the speaker's own PID: `ip netns exec` execs it in place.
+func speakerPID(t *testing.T, s *labkit.Speaker) int {
+	pid := s.Cmd.Process.Pid
+	var comm []byte
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if comm, _ = os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "speaker" {
+			return pid
+		}
+	}
+	t.Fatalf("process %d of %s is %q, not the speaker", pid, s.Node, strings.TrimSpace(string(comm)))
+	return 0
+}
+
+// scrapeRequests sums a speaker's client-go rest_client_requests_total,
+// by method, from inside its namespace.
+func scrapeRequests(ns string) (map[string]float64, error) {
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return netlab.InNS(ns, func() (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		})
+	}}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + scaleMetricsAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "rest_client_requests_total{") {
+			continue
+		}
+		method := "?"
+		if i := strings.Index(line, `method="`); i >= 0 {
+			method = line[i+8:]
+			method = method[:strings.IndexByte(method, '"')]
+		}
+		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		out[method] += v
+	}
+	return out, sc.Err()
+}
+
+// arpProbe resolves many addresses at once from the client namespace:
+// requests go out in paced bursts; one reader records every reply.
+type arpProbe struct {
+	c      *arp.Client
+	closed atomic.Bool
+	mu     sync.Mutex
+	first  map[netip.Addr]time.Time
+	macs   map[netip.Addr]map[string]bool
+}
+
+func newARPProbe(t *testing.T, ns string) *arpProbe {
+	c, err := netlab.InNS(ns, func() (*arp.Client, error) {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return nil, err
+		}
+		return arp.Dial(ifi)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &arpProbe{c: c, first: map[netip.Addr]time.Time{}, macs: map[netip.Addr]map[string]bool{}}
+	go func() {
+		for {
+			pkt, _, err := c.Read()
+			if err != nil {
+				if p.closed.Load() {
+					return
+				}
+				// A frame that is not a valid ARP packet: skip it.
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			if pkt.Operation != arp.OperationReply {
+				continue
+			}
+			now := time.Now()
+			p.mu.Lock()
+			if _, ok := p.first[pkt.SenderIP]; !ok {
+				p.first[pkt.SenderIP] = now
+			}
+			if p.macs[pkt.SenderIP] == nil {
+				p.macs[pkt.SenderIP] = map[string]bool{}
+			}
+			p.macs[pkt.SenderIP][pkt.SenderHardwareAddr.String()] = true
+			p.mu.Unlock()
+		}
+	}()
+	return p
+}
+
+// ask sends one request per address, 100 at a time, 10ms apart (so the
+// speakers' sockets do not drop a burst of broadcasts).
+func (p *arpProbe) ask(ips []netip.Addr) {
+	for i, ip := range ips {
+		_ = p.c.Request(ip)
+		if i%100 == 99 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func (p *arpProbe) pending(ips []netip.Addr) []netip.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []netip.Addr
+	for _, ip := range ips {
+		if _, ok := p.first[ip]; !ok {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+func (p *arpProbe) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.first = map[netip.Addr]time.Time{}
+	p.macs = map[netip.Addr]map[string]bool{}
+}
+
+// untilAnswered re-asks for unanswered addresses every 500ms until all
+// have answered or bound passes; it returns when the last one first did.
+func (p *arpProbe) untilAnswered(ips []netip.Addr, bound time.Duration) (time.Time, []netip.Addr) {
+	deadline := time.Now().Add(bound)
+	for {
+		left := p.pending(ips)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, left
+		}
+		p.ask(left)
+		time.Sleep(500 * time.Millisecond)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var last time.Time
+	for _, ip := range ips {
+		if p.first[ip].After(last) {
+			last = p.first[ip]
+		}
+	}
+	return last, nil
+}
+
+type durs []float64
+
+func (d durs) median() float64 { return d.q(.5) }
+func (d durs) max() float64    { return d.q(1) }
+func (d durs) q(q float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append(durs(nil), d...)
+	sort.Float64s(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// idleWindow measures every speaker over one idle window: CPU % of one
+// core, RSS, and the API requests they make.
+type idleResult struct {
+	cpuPct, rssMiB, hwmMiB durs
+	reqPerSec              float64
+	byMethod               map[string]float64
+}
+
+func measureIdle(t *testing.T, lab *netlab.Lab, speakers []*labkit.Speaker, pids []int, window time.Duration) idleResult {
+	t.Helper()
+	n := len(speakers)
+	p0, r0 := make([]scaleProc, n), make([]map[string]float64, n)
+	var wg sync.WaitGroup
+	for i, s := range speakers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if r0[i], err = scrapeRequests(lab.Hosts[s.Node].Name); err != nil {
+				t.Errorf("scrape %s: %v", s.Node, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range speakers {
+		p0[i], _ = readScaleProc(pids[i])
+	}
+	start := time.Now()
+	time.Sleep(window)
+	var res idleResult
+	res.byMethod = map[string]float64{}
+	p1, r1 := make([]scaleProc, n), make([]map[string]float64, n)
+	for i := range speakers {
+		p1[i], _ = readScaleProc(pids[i])
+	}
+	elapsed := time.Since(start)
+	for i, s := range speakers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if r1[i], err = scrapeRequests(lab.Hosts[s.Node].Name); err != nil {
+				t.Errorf("scrape %s: %v", s.Node, err)
+			}
+		}()
+	}
+	wg.Wait()
+	var total float64
+	for i := range speakers {
+		res.cpuPct = append(res.cpuPct, 100*(p1[i].cpu-p0[i].cpu).Seconds()/elapsed.Seconds())
+		res.rssMiB = append(res.rssMiB, float64(p1[i].rss)/(1<<20))
+		res.hwmMiB = append(res.hwmMiB, float64(p1[i].hwm)/(1<<20))
+		for m, v := range r1[i] {
+			// Scrapes themselves are not API requests: they go to the
+			// speaker's own metrics endpoint.
+			d := v - r0[i][m]
+			res.byMethod[m] += d
+			total += d
+		}
+	}
+	res.reqPerSec = total / elapsed.Seconds()
+	return res
+}
+
+func (r idleResult) lines(b *strings.Builder, label string, window time.Duration) {
+	fmt.Fprintf(b, "| %s: idle CPU, %% of one core over %s | %.3f%% | %.3f%% |\n", label, window, r.cpuPct.median(), r.cpuPct.max())
+	fmt.Fprintf(b, "| %s: RSS (VmRSS) at the end of the window | %.1f MiB | %.1f MiB |\n", label, r.rssMiB.median(), r.rssMiB.max())
+	fmt.Fprintf(b, "| %s: peak RSS (VmHWM) since start | %.1f MiB | %.1f MiB |\n", label, r.hwmMiB.median(), r.hwmMiB.max())
+}
+
+func (r idleResult) methods() string {
+	var parts []string
+	for m, v := range r.byMethod {
+		parts = append(parts, fmt.Sprintf("%s %.0f", m, v))
+	}
+	sort.Strings(parts)
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func scaleWriteSection(path, name, body string) error {
+	begin, end := "<!-- begin "+name+" -->", "<!-- end "+name+" -->"
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	text := string(old)
+	if text == "" {
+		text = "# ironlb at scale\n\nWritten by `make bench-scale` (test/bench/scale_bench_test.go and test/e2e/scale_bench_test.go, build tag `bench`); each bench rewrites its own section.\n"
+	}
+	section := begin + "\n" + body + end + "\n"
+	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
+		text = text[:i] + section + text[j+len(end)+1:]
+	} else {
+		text = strings.TrimRight(text, "\n") + "\n\n" + section
+	}
+	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+func scaleMachine() string {
+	mem, model := "", ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				model = strings.TrimSpace(line[strings.Index(line, ":")+1:])
+				break
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("nproc %d (%s), memory %s, Linux %s, %s", runtime.NumCPU(), model, mem, strings.TrimSpace(string(kernel)), runtime.Version())
+}
+
+func nthAddr(a netip.Addr, n int) netip.Addr {
+	for range n {
+		a = a.Next()
+	}
+	return a
+}
+
+// TestBenchSpeakerScale: 50 speaker processes, each in its own node
+// namespace on one bridge, one API server, the controller in this process,
+// and 2,000 Services announced over L2. It measures how long until every
+// address answers ARP from a client, and each speaker's memory, idle CPU
+// and idle API requests; then again with fewer Services.
+func TestBenchSpeakerScale(t *testing.T) {
+	if err := netlab.Check(); err != nil {
+		t.Fatalf("needs network namespaces: %v", err)
+	}
+	root, _ := apiserver.Root()
+	for _, b := range []string{"speaker", "controller"} {
+		if _, err := os.Stat(filepath.Join(root, "bin", b)); err != nil {
+			t.Fatalf("bin/%s missing: run `make build`", b)
+		}
+	}
+	nSpeakers, nIPs := *scaleSpeakers, *scaleIPs
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Speakers at scale (`TestBenchSpeakerScale`)\n\n")
+	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n", time.Now().UTC().Format(time.RFC3339), scaleMachine())
+	fmt.Fprintf(&b, "- command: `make bench-scale` → `go test -tags bench -run '^TestBenchSpeakerScale$' ./test/e2e/ -args -scale-speakers=%d -scale-ips=%d -scale-few-ips=%d -scale-idle=%s`\n",
+		nSpeakers, nIPs, *scaleFewIPs, *scaleIdle)
+	fmt.Fprintf(&b, "- setup: %d bin/speaker processes, each in its own node namespace on one bridge (plus a client namespace), default log level, metrics on %s (plain HTTP, scraped from inside each namespace); one kube-apiserver + etcd (envtest) and the controller in the test process, all on this machine; one IPAddressPool, one L2Advertisement, %d single-stack IPv4 LoadBalancer Services (externalTrafficPolicy Cluster)\n",
+		nSpeakers, scaleMetricsAddr, nIPs)
+	// flush writes what was measured so far, so a run that fails or is
+	// stopped still leaves its numbers.
+	flush := func() {
+		if *scaleReportTo != "" {
+			_ = scaleWriteSection(*scaleReportTo, "speaker", b.String()+"\n- (run in progress or stopped: partial)\n\n")
+		}
+	}
+	defer func() {
+		if t.Failed() {
+			fmt.Fprintf(&b, "\n- result: **FAILED** (see the test log); the numbers above are what was measured before the failure\n\n")
+		} else {
+			fmt.Fprintf(&b, "\n- result: passed (invariants: every address answered over ARP within %s, each by exactly one node)\n\n", *scaleBound)
+		}
+		t.Log("\n" + b.String())
+		if *scaleReportTo != "" {
+			if err := scaleWriteSection(*scaleReportTo, "speaker", b.String()); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+
+	// The LAN.
+	prefix := fmt.Sprintf("ilbsc%d-", os.Getpid()%10000)
+	nodes := make([]string, nSpeakers)
+	for i := range nodes {
+		nodes[i] = fmt.Sprintf("n%02d", i+1)
+	}
+	labStart := time.Now()
+	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.64.0/18"), netip.MustParsePrefix("2001:db8:64::/64"), 11, append(append([]string{}, nodes...), "client")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labTime := time.Since(labStart)
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	fmt.Fprintf(&b, "- netlab: %d namespaces on one bridge built in %s (%.0f ms per namespace; `ip` commands run one by one)\n", nSpeakers+2, labTime.Round(time.Millisecond), float64(labTime.Milliseconds())/float64(nSpeakers+2))
+
+	env := apiserver.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c := env.Client
+	for _, n := range nodes {
+		if err := labkit.CreateNode(ctx, c, n, lab.Hosts[n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: speakerNamespace}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(env.Config)
+	controller.TuneRESTConfig(cfg)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	dir := t.TempDir()
+	kubeconfig, key := filepath.Join(dir, "kubeconfig"), filepath.Join(dir, "mesh.key")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, []byte("scale-bench-mesh-key-0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// The Services, with their addresses, before any speaker runs.
+	first := netip.MustParseAddr("198.18.96.0")
+	last := nthAddr(first, nIPs-1)
+	if err := c.Create(ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{v1beta1.AddressRange(first.String() + "-" + last.String())}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, &v1beta1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lan"}}); err != nil {
+		t.Fatal(err)
+	}
+	svcStart := time.Now()
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i := range nIPs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("v%04d", i)},
+				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "x"},
+					IPFamilies: []corev1.IPFamily{corev1.IPv4Protocol}, IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicySingleStack),
+					Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+			if err := c.Create(ctx, s); err != nil {
+				t.Errorf("create %s: %v", s.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	var ips []netip.Addr
+	byName := map[string]netip.Addr{}
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		var list corev1.ServiceList
+		if err := c.List(ctx, &list, client.InNamespace("default")); err != nil {
+			t.Fatal(err)
+		}
+		ips, byName = ips[:0], map[string]netip.Addr{}
+		for i := range list.Items {
+			if got := controller.IngressIPs(&list.Items[i]); len(got) > 0 {
+				ips = append(ips, got[0])
+				byName[list.Items[i].Name] = got[0]
+			}
+		}
+		if len(ips) == nIPs {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d Services got an address", len(ips), nIPs)
+		}
+	}
+	fmt.Fprintf(&b, "- %d Services created (8 at a time) and all given addresses by the controller in %s\n", nIPs, time.Since(svcStart).Round(time.Millisecond))
+
+	// The speakers, all at once.
+	probe := newARPProbe(t, lab.Hosts["client"].Name)
+	t.Cleanup(func() { probe.closed.Store(true); _ = probe.c.Close() })
+	speakers := make([]*labkit.Speaker, nSpeakers)
+	pids := make([]int, nSpeakers)
+	spStart := time.Now()
+	for i, n := range nodes {
+		s, err := labkit.StartSpeaker(root, dir, n, lab.Hosts[n], kubeconfig, key, "--namespace="+speakerNamespace,
+			"--metrics-bind-address="+scaleMetricsAddr, "--metrics-insecure")
+		if err != nil {
+			t.Fatal(err)
+		}
+		speakers[i] = s
+		t.Cleanup(func() {
+			s.Kill()
+			if t.Failed() && i < 3 {
+				lb, _ := os.ReadFile(s.Log)
+				t.Logf("speaker %s log:\n%s", n, tail(string(lb), 3000))
+			}
+		})
+		pids[i] = speakerPID(t, s)
+	}
+	t0 := time.Now()
+	fmt.Fprintf(&b, "- %d speaker processes started in %s\n", nSpeakers, t0.Sub(spStart).Round(time.Millisecond))
+	lastAnswer, left := probe.untilAnswered(ips, *scaleBound)
+	if len(left) > 0 {
+		fmt.Fprintf(&b, "- ARP: **%d of %d addresses not answered** within %s of the last speaker start\n", len(left), nIPs, *scaleBound)
+		t.Fatalf("%d of %d addresses not answered over ARP within %s (e.g. %s)", len(left), nIPs, *scaleBound, left[0])
+	}
+	allAnswered := lastAnswer.Sub(t0)
+	var startCPU durs
+	for _, pid := range pids {
+		p, _ := readScaleProc(pid)
+		startCPU = append(startCPU, p.cpu.Seconds())
+	}
+	fmt.Fprintf(&b, "- ARP: all **%d of %d** addresses answered from the client namespace **%s after the last speaker started** (every address asked for, unanswered ones again every 500 ms, so about 0.5 s resolution)\n",
+		nIPs, nIPs, allAnswered.Round(time.Millisecond))
+	fmt.Fprintf(&b, "- speaker CPU from start until then: median %.2f s, max %.2f s per speaker (%.1f s in all)\n", startCPU.median(), startCPU.max(), sum(startCPU))
+
+	// Each address is answered by exactly one node, and the spread.
+	time.Sleep(5 * time.Second)
+	owners := func(ips []netip.Addr) (multi []string, perNode map[string]int) {
+		probe.reset()
+		probe.ask(ips)
+		time.Sleep(2 * time.Second)
+		probe.ask(probe.pending(ips))
+		time.Sleep(time.Second)
+		probe.mu.Lock()
+		defer probe.mu.Unlock()
+		macNode := map[string]string{}
+		for n, h := range lab.Hosts {
+			macNode[h.MAC.String()] = n
+		}
+		perNode = map[string]int{}
+		for _, ip := range ips {
+			ms := probe.macs[ip]
+			if len(ms) != 1 {
+				var who []string
+				for m := range ms {
+					who = append(who, macNode[m])
+				}
+				multi = append(multi, fmt.Sprintf("%s answered by %d nodes %v", ip, len(ms), who))
+			}
+			for m := range ms {
+				perNode[macNode[m]]++
+			}
+		}
+		return multi, perNode
+	}
+	multi, perNode := owners(ips)
+	var counts durs
+	for _, n := range nodes {
+		counts = append(counts, float64(perNode[n]))
+	}
+	fmt.Fprintf(&b, "- ownership (a second ARP pass over all %d addresses, 5 s later): addresses per node min %.0f, median %.0f, max %.0f; addresses not answered by exactly one node: %d\n",
+		nIPs, counts.q(0), counts.median(), counts.max(), len(multi))
+	for i, m := range multi {
+		if i < 5 {
+			t.Logf("5 s after: %s", m)
+		}
+	}
+	flush()
+
+	// Idle with all the addresses: let the Announced conditions land first.
+	time.Sleep(15 * time.Second)
+	idleMany := measureIdle(t, lab, speakers, pids, *scaleIdle)
+	fmt.Fprintf(&b, "\nPer speaker (%d speakers; median and max across speakers):\n\n| measure | median | max |\n|---|---|---|\n", nSpeakers)
+	idleMany.lines(&b, fmt.Sprintf("%d IPs", nIPs), *scaleIdle)
+	flush()
+	// After the idle window the ownership must be settled: one node per
+	// address.
+	multi, _ = owners(ips)
+	for i, m := range multi {
+		if i < 10 {
+			t.Errorf("after the idle window: %s", m)
+		}
+	}
+	ownerLine := fmt.Sprintf("- ownership again after the idle window: addresses not answered by exactly one node: %d\n", len(multi))
+
+	var idleFew idleResult
+	few := *scaleFewIPs
+	if few > 0 && few < nIPs {
+		// Fewer Services: the idle request rate must not depend on it.
+		var del []string
+		for name := range byName {
+			del = append(del, name)
+		}
+		sort.Strings(del)
+		del = del[few:]
+		for _, name := range del {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if err := c.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}}); err != nil {
+					t.Errorf("delete %s: %v", name, err)
+				}
+			}()
+		}
+		wg.Wait()
+		time.Sleep(15 * time.Second)
+		idleFew = measureIdle(t, lab, speakers, pids, *scaleIdle)
+		idleFew.lines(&b, fmt.Sprintf("%d IPs", few), *scaleIdle)
+	}
+	fmt.Fprintf(&b, "\n- API requests by all %d speakers at idle, %d IPs: **%.3f requests/s** in all (%.4f per speaker per second); by method over the window: %s\n",
+		nSpeakers, nIPs, idleMany.reqPerSec, idleMany.reqPerSec/float64(nSpeakers), idleMany.methods())
+	if few > 0 && few < nIPs {
+		fmt.Fprintf(&b, "- API requests by all %d speakers at idle, %d IPs (after deleting %d Services): **%.3f requests/s** in all; by method: %s\n",
+			nSpeakers, few, nIPs-few, idleFew.reqPerSec, idleFew.methods())
+	}
+	b.WriteString(ownerLine)
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**missed**"
+	}
+	fmt.Fprintf(&b, "- targets at %d IPs: RSS ≤ 40 MB: %s (max VmRSS %.1f MiB, max VmHWM %.1f MiB); idle CPU ≤ 1%% of a core: %s (max %.3f%%)\n",
+		nIPs, verdict(idleMany.rssMiB.max() <= 40e6/(1<<20)), idleMany.rssMiB.max(), idleMany.hwmMiB.max(), verdict(idleMany.cpuPct.max() <= 1), idleMany.cpuPct.max())
+}
+
+func sum(d durs) float64 {
+	var s float64
+	for _, v := range d {
+		s += v
+	}
+	return s
+}
