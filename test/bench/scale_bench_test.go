@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +30,7 @@ import (
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/mdreport"
 )
 
 var (
@@ -241,51 +241,6 @@ const clkTck = 100
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // machine describes this host for the report.
-func machine() string {
-	mem := ""
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "MemTotal:") {
-				f := strings.Fields(line)
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
-			}
-		}
-	}
-	model := ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "model name") {
-				model = strings.TrimSpace(line[strings.Index(line, ":")+1:])
-				break
-			}
-		}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return fmt.Sprintf("nproc %d (%s), memory %s, Linux %s, %s", runtime.NumCPU(), model, mem, strings.TrimSpace(string(kernel)), runtime.Version())
-}
-
-// writeSection replaces the section name of the markdown file path (or
-// appends it), so each bench rewrites only its own part of the report.
-func writeSection(path, name, body string) error {
-	begin, end := "<!-- begin "+name+" -->", "<!-- end "+name+" -->"
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	text := string(old)
-	if text == "" {
-		text = "# ironlb at scale\n\nWritten by `make bench-scale` (test/bench/scale_bench_test.go and test/e2e/scale_bench_test.go, build tag `bench`); each bench rewrites its own section.\n"
-	}
-	section := begin + "\n" + body + end + "\n"
-	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
-		text = text[:i] + section + text[j+len(end)+1:]
-	} else {
-		text = strings.TrimRight(text, "\n") + "\n\n" + section
-	}
-	return os.WriteFile(path, []byte(text), 0o644)
-}
-
 // checkAddresses lists the Services of namespaces and fails on an address
 // held by two Services that do not share one sharing key. It returns each
 // Service's addresses and the number of distinct addresses.
@@ -521,7 +476,7 @@ func TestBenchScale(t *testing.T) {
 	// The report.
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Controller at scale (`TestBenchScale`)\n\n")
-	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n", time.Now().UTC().Format(time.RFC3339), machine())
+	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n", time.Now().UTC().Format(time.RFC3339), mdreport.Machine())
 	fmt.Fprintf(&b, "- command: `make bench-scale` → `go test -tags bench -run '^TestBenchScale$' ./test/bench/ -args -scale-services=%d -scale-ratio-services=%d -scale-churn=%d -scale-rate=%g`\n",
 		n, m, *scaleChurn, *scaleRate)
 	fmt.Fprintf(&b, "- setup: one kube-apiserver + etcd (envtest, same machine); bin/controller as its own process (`--leader-elect=false`, 16 workers, no client-side QPS limit); the bench's client has no client-side QPS limit (rest.Config QPS -1); creates paced open loop at %g/s, each call in its own goroutine\n", *scaleRate)
@@ -551,7 +506,7 @@ func TestBenchScale(t *testing.T) {
 	fmt.Fprintf(&b, "- result: %s\n\n", map[bool]string{true: "**FAILED** (see the test log)", false: "passed (invariants: no address changed, no duplicate, every Service addressed within 5 min of its phase's last create)"}[t.Failed()])
 	t.Log("\n" + b.String())
 	if *scaleReport != "" {
-		if err := writeSection(*scaleReport, "controller", b.String()); err != nil {
+		if err := mdreport.WriteSection(*scaleReport, "controller", b.String()); err != nil {
 			t.Error(err)
 		}
 	}

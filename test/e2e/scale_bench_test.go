@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +35,7 @@ import (
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/test/apiserver"
 	"github.com/ironlb/ironlb/test/labkit"
+	"github.com/ironlb/ironlb/test/mdreport"
 	"github.com/ironlb/ironlb/test/netlab"
 )
 
@@ -337,47 +337,6 @@ func (r idleResult) methods() string {
 	return strings.Join(parts, ", ")
 }
 
-func scaleWriteSection(path, name, body string) error {
-	begin, end := "<!-- begin "+name+" -->", "<!-- end "+name+" -->"
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	text := string(old)
-	if text == "" {
-		text = "# ironlb at scale\n\nWritten by `make bench-scale` (test/bench/scale_bench_test.go and test/e2e/scale_bench_test.go, build tag `bench`); each bench rewrites its own section.\n"
-	}
-	section := begin + "\n" + body + end + "\n"
-	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
-		text = text[:i] + section + text[j+len(end)+1:]
-	} else {
-		text = strings.TrimRight(text, "\n") + "\n\n" + section
-	}
-	return os.WriteFile(path, []byte(text), 0o644)
-}
-
-func scaleMachine() string {
-	mem, model := "", ""
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) > 1 && f[0] == "MemTotal:" {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "model name") {
-				model = strings.TrimSpace(line[strings.Index(line, ":")+1:])
-				break
-			}
-		}
-	}
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return fmt.Sprintf("nproc %d (%s), memory %s, Linux %s, %s", runtime.NumCPU(), model, mem, strings.TrimSpace(string(kernel)), runtime.Version())
-}
-
 func nthAddr(a netip.Addr, n int) netip.Addr {
 	for range n {
 		a = a.Next()
@@ -403,7 +362,7 @@ func TestBenchSpeakerScale(t *testing.T) {
 	nSpeakers, nIPs := *scaleSpeakers, *scaleIPs
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Speakers at scale (`TestBenchSpeakerScale`)\n\n")
-	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n", time.Now().UTC().Format(time.RFC3339), scaleMachine())
+	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n", time.Now().UTC().Format(time.RFC3339), mdreport.Machine())
 	fmt.Fprintf(&b, "- command: `make bench-scale` → `go test -tags bench -run '^TestBenchSpeakerScale$' ./test/e2e/ -args -scale-speakers=%d -scale-ips=%d -scale-few-ips=%d -scale-idle=%s`\n",
 		nSpeakers, nIPs, *scaleFewIPs, *scaleIdle)
 	fmt.Fprintf(&b, "- setup: %d bin/speaker processes, each in its own node namespace on one bridge (plus a client namespace), default log level, metrics on %s (plain HTTP, scraped from inside each namespace); one kube-apiserver + etcd (envtest) and the controller in the test process, all on this machine; one IPAddressPool, one L2Advertisement, %d single-stack IPv4 LoadBalancer Services (externalTrafficPolicy Cluster)\n",
@@ -412,7 +371,7 @@ func TestBenchSpeakerScale(t *testing.T) {
 	// stopped still leaves its numbers.
 	flush := func() {
 		if *scaleReportTo != "" {
-			_ = scaleWriteSection(*scaleReportTo, "speaker", b.String()+"\n- (run in progress or stopped: partial)\n\n")
+			_ = mdreport.WriteSection(*scaleReportTo, "speaker", b.String()+"\n- (run in progress or stopped: partial)\n\n")
 		}
 	}
 	defer func() {
@@ -423,7 +382,7 @@ func TestBenchSpeakerScale(t *testing.T) {
 		}
 		t.Log("\n" + b.String())
 		if *scaleReportTo != "" {
-			if err := scaleWriteSection(*scaleReportTo, "speaker", b.String()); err != nil {
+			if err := mdreport.WriteSection(*scaleReportTo, "speaker", b.String()); err != nil {
 				t.Error(err)
 			}
 		}

@@ -1,0 +1,58 @@
+// Package mdreport writes the benchmarks' markdown reports: one section per
+// bench in a shared file, and the machine the numbers come from.
+package mdreport
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+)
+
+// Machine describes this machine in one line: cores, CPU model, memory,
+// kernel and Go version.
+func Machine() string {
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "MemTotal:") {
+				f := strings.Fields(line)
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				model = strings.TrimSpace(line[strings.Index(line, ":")+1:])
+				break
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("nproc %d (%s), memory %s, Linux %s, %s", runtime.NumCPU(), model, mem, strings.TrimSpace(string(kernel)), runtime.Version())
+}
+
+// WriteSection replaces the section name of the markdown file path (or
+// appends it), so each bench rewrites only its own part of the report.
+func WriteSection(path, name, body string) error {
+	begin, end := "<!-- begin "+name+" -->", "<!-- end "+name+" -->"
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	text := string(old)
+	if text == "" {
+		text = "# ironlb at scale\n\nWritten by `make bench-scale` (test/bench/scale_bench_test.go and test/e2e/scale_bench_test.go, build tag `bench`); each bench rewrites its own section.\n"
+	}
+	section := begin + "\n" + body + end + "\n"
+	if i, j := strings.Index(text, begin), strings.Index(text, end); i >= 0 && j > i {
+		text = text[:i] + section + text[j+len(end)+1:]
+	} else {
+		text = strings.TrimRight(text, "\n") + "\n\n" + section
+	}
+	return os.WriteFile(path, []byte(text), 0o644)
+}
