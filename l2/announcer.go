@@ -62,10 +62,17 @@ type Options struct {
 	// It runs on the announcer's goroutines: it must return quickly. It may
 	// call Set.
 	OnConflict func(ip netip.Addr, foreignMAC net.HardwareAddr)
-	// OnResolved is called when an IP held back by a conflict found while
-	// probing is finally announced, so the caller can clear what it
-	// reported. Same rules as OnConflict.
-	OnResolved func(ip netip.Addr)
+	// OnAnnounced is called when an IP starts being answered: after its
+	// probe, at once on a takeover, or after a conflict ended. So a caller
+	// can report what is on the wire rather than what it asked for. Same
+	// rules as OnConflict.
+	OnAnnounced func(ip netip.Addr)
+
+	// IsPeer tells whether a MAC belongs to another node running a
+	// speaker. Its claims are ownership changes in flight, not conflicts:
+	// a probe that hears one retries after about 200 ms instead of backing
+	// off, and nothing is reported. Nil treats every MAC as foreign.
+	IsPeer func(mac net.HardwareAddr) bool
 
 	// YieldTimeout bounds a yield (Moves.Yield): an IP nobody took over
 	// by then is released anyway. Default 2s.
@@ -81,6 +88,9 @@ const (
 	defaultGratuitousInterval = 200 * time.Millisecond
 	defaultProbeTimeout       = 200 * time.Millisecond
 	defaultYieldTimeout       = 2 * time.Second
+	// peerRetry is the mean pause before probing again an IP that another
+	// node of ours still answers for.
+	peerRetry = 200 * time.Millisecond
 
 	// defendInterval is RFC 5227's DEFEND_INTERVAL: while announcing, at
 	// most one conflict report and defensive announcement per IP per this
@@ -517,12 +527,21 @@ func (a *Announcer) manage(ctx context.Context, e *entry) {
 			return
 		}
 		if free {
-			if backoff > minConflictRetry && a.opts.OnResolved != nil {
-				a.opts.OnResolved(e.ip)
-			}
 			break
 		}
 		a.setPhase(e, phaseNone)
+		if a.isPeer(c.mac) {
+			// Another node of ours still answers: it computes the same
+			// plan and lets go in moments. Not a conflict, and no growing
+			// backoff, which would leave the address dark for seconds.
+			log.V(1).Info("a peer still answers for the IP; probing again shortly", "peerMAC", c.mac.String())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(peerRetry/2 + rand.N(peerRetry)):
+			}
+			continue
+		}
 		// Jitter (uniform in [backoff/2, 3*backoff/2)) so that two nodes
 		// wrongly told to take the same IP at the same time do not keep
 		// probing in lockstep and seeing each other's probes forever: the
@@ -581,6 +600,9 @@ func (a *Announcer) probe(ctx context.Context, e *entry) (c claim, free bool) {
 func (a *Announcer) announce(ctx context.Context, log logr.Logger, e *entry, proto string) {
 	a.setPhase(e, phaseAnnouncing)
 	log.Info("announcing")
+	if a.opts.OnAnnounced != nil {
+		a.opts.OnAnnounced(e.ip)
+	}
 
 	var tick <-chan time.Time
 	if n := a.opts.GratuitousCount; n > 0 {
@@ -624,10 +646,21 @@ func (a *Announcer) announce(ctx context.Context, log logr.Logger, e *entry, pro
 				continue
 			}
 			lastReport = time.Now()
-			a.reportConflict(log, e.ip, c, "announcing", "action", "keep announcing, defend")
+			if a.isPeer(c.mac) {
+				// A peer with another view of the cluster (it has not
+				// seen us yet, or a partition heals): defend, and let the
+				// plans converge; nothing to report.
+				log.Info("a peer claims the IP; defending", "peerMAC", c.mac.String())
+			} else {
+				a.reportConflict(log, e.ip, c, "announcing", "action", "keep announcing, defend")
+			}
 			a.sendGratuitous(e.ip)
 		}
 	}
+}
+
+func (a *Announcer) isPeer(mac net.HardwareAddr) bool {
+	return mac != nil && a.opts.IsPeer != nil && a.opts.IsPeer(mac)
 }
 
 func (a *Announcer) reportConflict(log logr.Logger, ip netip.Addr, c claim, during string, kv ...any) {

@@ -712,3 +712,38 @@ func TestYield(t *testing.T) {
 		t.Errorf("Announcing() = %v after a cancelled yield, want [%v]", ips, vip4)
 	}
 }
+
+// A peer node (IsPeer) still answering for an IP is an ownership change in
+// flight: no conflict is reported, the probe is retried about every 200
+// ms, and the IP is announced soon after the peer lets go.
+func TestPeerClaimIsNotAConflict(t *testing.T) {
+	tn := newTestNet(t)
+	ch := tn.clientNetlink(t)
+	held := netip.PrefixFrom(vip4, 32)
+	addAddr(t, ch, tn.clientIf, held)
+
+	got := make(conflicts, 16)
+	opts := testOptions(t)
+	opts.OnConflict = got.record
+	opts.IsPeer = func(mac net.HardwareAddr) bool { return mac.String() == tn.clientMAC.String() }
+	a := startAnnouncer(t, tn, opts)
+
+	a.Set([]netip.Addr{vip4})
+	time.Sleep(time.Second)
+	if ips := a.Announcing(); len(ips) != 0 {
+		t.Fatalf("Announcing() = %v while a peer answers, want none", ips)
+	}
+	select {
+	case c := <-got:
+		t.Fatalf("OnConflict(%v, %v) for a peer", c.ip, c.mac)
+	default:
+	}
+	// After a second of retries a real conflict would back off for 2-6 s;
+	// a peer's release is picked up within a few hundred ms.
+	delAddr(t, ch, tn.clientIf, held)
+	released := time.Now()
+	waitAnnouncing(t, a.Announcer, vip4, true, 2*time.Second)
+	if d := time.Since(released); d > time.Second {
+		t.Errorf("announced %s after the peer let go", d)
+	}
+}

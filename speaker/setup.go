@@ -3,6 +3,7 @@ package speaker
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -13,12 +14,15 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -111,7 +115,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 					rec.Conflict(ip, mac)
 					poke()
 				},
-				OnResolved: func(netip.Addr) { poke() },
+				// The Announced condition follows the wire.
+				OnAnnounced: func(netip.Addr) { poke() },
+				IsPeer:      rec.IsPeerMAC,
 			})
 		},
 	}
@@ -210,7 +216,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("speaker").
 		WatchesRawSource(source.Channel(trigger, all)).
-		Watches(&corev1.Service{}, all).
+		Watches(&corev1.Service{}, all, builder.WithPredicates(planInputChanged)).
 		Watches(&corev1.Node{}, all).
 		Watches(&discoveryv1.EndpointSlice{}, all)
 	if opts.Namespace != "" {
@@ -221,6 +227,23 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	return b.Complete(rec)
 }
+
+// planInputChanged passes Service events that can change the plan. Status
+// condition writes (the speakers' own Announced condition, the
+// controller's) cannot, and with one write per address per change, each
+// waking every speaker for a full pass, they kept large clusters busy long
+// after the addresses had settled.
+var planInputChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*corev1.Service)
+	n, ok2 := e.ObjectNew.(*corev1.Service)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return !equality.Semantic.DeepEqual(o.Spec, n.Spec) ||
+		!equality.Semantic.DeepEqual(o.Status.LoadBalancer, n.Status.LoadBalancer) ||
+		!maps.Equal(o.Labels, n.Labels) || !maps.Equal(o.Annotations, n.Annotations) ||
+		!o.DeletionTimestamp.Equal(n.DeletionTimestamp)
+}}
 
 // announcerSet keeps one announcer per interface, created on first use
 // and forgotten when it stops for good (its interface went away), so that

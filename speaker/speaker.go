@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -101,6 +102,10 @@ type Reconciler struct {
 	// bgpProblems are the last pass's BGP problems by peer ("" = the
 	// node), bgpPeers the peers selecting this node and bgpAnnounced the
 	// addresses routed: for the node's BGPNodeStatus and metrics.
+	// peerMACs are the link-layer addresses of the other nodes (from the
+	// kernel's neighbour table, filled by the mesh's traffic): their
+	// claims on an address are ownership changes in flight, not conflicts.
+	peerMACs     map[string]bool
 	bgpProblems  map[string]string
 	bgpPeers     int
 	bgpAnnounced int
@@ -114,10 +119,12 @@ type Reconciler struct {
 }
 
 type publication struct {
-	svcs  []corev1.Service
-	plan  announce.L2Plan
-	bgp   announce.BGPPlan
-	alive map[string]bool
+	svcs []corev1.Service
+	// announcing is what this node's announcers answer for now.
+	announcing map[netip.Addr]bool
+	plan       announce.L2Plan
+	bgp        announce.BGPPlan
+	alive      map[string]bool
 }
 
 // publish hands the newest state to the background writer.
@@ -177,7 +184,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		return ctrl.Result{}, err
 	}
 
-	r.Mesh.SetPeers(peers(nodeList.Items, r.MeshPort))
+	meshPeers := peers(nodeList.Items, r.MeshPort)
+	r.Mesh.SetPeers(meshPeers)
+	r.refreshPeerMACs(meshPeers)
 	alive := r.Mesh.Alive()
 	nodes := NodeInfos(nodeList.Items, alive)
 	svcs := ServiceInfos(svcList.Items, epSlices.Items)
@@ -306,7 +315,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			}
 		})
 	}
-	r.publish(ctx, &publication{svcs: svcList.Items, plan: plan, bgp: bgpPlan, alive: alive})
+	r.publish(ctx, &publication{svcs: svcList.Items, announcing: announcing, plan: plan, bgp: bgpPlan, alive: alive})
 	if bgpErr != nil {
 		return ctrl.Result{}, bgpErr
 	}
@@ -316,6 +325,37 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		return ctrl.Result{RequeueAfter: interfaceRetry}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// refreshPeerMACs learns the other nodes' MACs from the neighbour table.
+func (r *Reconciler) refreshPeerMACs(peers map[string]netip.AddrPort) {
+	ips := map[netip.Addr]bool{}
+	for n, ap := range peers {
+		if n != r.Self {
+			ips[ap.Addr()] = true
+		}
+	}
+	neighs, err := netlink.NeighList(0, netlink.FAMILY_ALL)
+	if err != nil {
+		r.Log.V(1).Info("neighbour table unreadable; peers' claims count as conflicts", "error", err.Error())
+		return
+	}
+	macs := map[string]bool{}
+	for _, n := range neighs {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && ips[ip.Unmap()] && len(n.HardwareAddr) > 0 {
+			macs[n.HardwareAddr.String()] = true
+		}
+	}
+	r.mu.Lock()
+	r.peerMACs = macs
+	r.mu.Unlock()
+}
+
+// IsPeerMAC tells whether mac is another node's (see l2.Options.IsPeer).
+func (r *Reconciler) IsPeerMAC(mac net.HardwareAddr) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.peerMACs[mac.String()]
 }
 
 // WaitingFor tells whether the last pass could not announce on iface, so
@@ -372,6 +412,16 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		if cond == nil {
 			continue
 		}
+		// Compare with the Service as the cache has it now, not as it was
+		// when the plan was made: a pass that ran while the previous
+		// batch of writes was still going would otherwise write those
+		// conditions again, each write waking every speaker for another
+		// pass and another batch.
+		var cur corev1.Service
+		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(s), &cur); err != nil {
+			continue // gone
+		}
+		s = &cur
 		cond.Type = v1beta1.ServiceConditionAnnounced
 		cond.ObservedGeneration = s.Generation
 		old := meta.FindStatusCondition(s.Status.Conditions, cond.Type)
@@ -403,6 +453,7 @@ func (r *Reconciler) announcedCondition(s *corev1.Service, ips []netip.Addr, pub
 	key := s.Namespace + "/" + s.Name
 	var l2Owner string
 	var mine []string
+	pending := false
 	for _, ip := range ips {
 		a, ok := pub.plan.Addresses[ip]
 		if !ok {
@@ -417,6 +468,12 @@ func (r *Reconciler) announcedCondition(s *corev1.Service, ips []netip.Addr, pub
 		if mac, bad := conflicts[ip]; bad {
 			return &metav1.Condition{Status: metav1.ConditionFalse, Reason: "AddressConflict",
 				Message: fmt.Sprintf("another host (MAC %s) answers for %s; not announced", mac, ip)}
+		}
+		if !pub.announcing[ip] {
+			// Still probing (or waiting for a peer to let go): say so
+			// once it is on the wire (OnAnnounced triggers a pass).
+			pending = true
+			continue
 		}
 		where := "all interfaces"
 		if len(a.Interfaces) > 0 {
@@ -442,6 +499,8 @@ func (r *Reconciler) announcedCondition(s *corev1.Service, ips []netip.Addr, pub
 		viaBGP = fmt.Sprintf("BGP from %d nodes (%s)", len(bgpNodes), strings.Join(bgpNodes, ", "))
 	}
 	switch {
+	case len(mine) == 0 && pending:
+		return nil
 	case len(mine) > 0:
 		msg := fmt.Sprintf("announced by node %s: %s", r.Self, strings.Join(mine, "; "))
 		if viaBGP != "" {
