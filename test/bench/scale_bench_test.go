@@ -193,50 +193,12 @@ func createOp(ctx context.Context, cs kubernetes.Interface, p *phase, s *corev1.
 	}
 }
 
-// procStat reads a process's CPU time (user+system) and its peak and
-// current resident set.
-type procSample struct {
-	cpu       time.Duration
-	hwm, rss  int64 // bytes
-	available bool
+// readProc samples a process; a process gone reads as zeros, which the
+// report shows as such.
+func readProc(pid int) mdreport.Proc {
+	p, _ := mdreport.ReadProc(pid)
+	return p
 }
-
-func readProc(pid int) procSample {
-	var s procSample
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return s
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	if len(f) < 13 {
-		return s
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	s.cpu = time.Duration(ut+st) * time.Second / clkTck
-	st2, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return s
-	}
-	for _, line := range strings.Split(string(st2), "\n") {
-		fs := strings.Fields(line)
-		if len(fs) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(fs[1], 10, 64)
-		switch fs[0] {
-		case "VmHWM:":
-			s.hwm = v << 10
-		case "VmRSS:":
-			s.rss = v << 10
-		}
-	}
-	s.available = true
-	return s
-}
-
-// clkTck is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
-const clkTck = 100
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
@@ -493,11 +455,11 @@ func TestBenchScale(t *testing.T) {
 		m, m, *scaleRate, n, ratio(pct(rl, .5), pct(pl, .5)), ratio(pct(rl, .9), pct(pl, .9)), ratio(pct(rl, .99), pct(pl, .99)))
 	fmt.Fprintf(&b, "- the ratio is measured on a %d-Service interleaved sample, not at 10,000 per writer: 2 × 10,000 creates at the same pace would double the run; phase 1 gives the 10,000-Service numbers\n", m)
 	fmt.Fprintf(&b, "- controller process CPU: %.1f s over phase 1 (%.1f ms per Service), %.1f s over phase 2, %.1f s over phase 3; %.1f s in all since start\n",
-		(p1.cpu - p0.cpu).Seconds(), float64((p1.cpu-p0.cpu).Microseconds())/1000/float64(n), (p2.cpu - p1.cpu).Seconds(), (p3.cpu - p2.cpu).Seconds(), p3.cpu.Seconds())
-	fmt.Fprintf(&b, "- controller process memory: peak RSS (VmHWM) %s, RSS at the end %s (after phase 1: VmHWM %s)\n", mib(p3.hwm), mib(p3.rss), mib(p1.hwm))
+		(p1.CPU - p0.CPU).Seconds(), float64((p1.CPU-p0.CPU).Microseconds())/1000/float64(n), (p2.CPU - p1.CPU).Seconds(), (p3.CPU - p2.CPU).Seconds(), p3.CPU.Seconds())
+	fmt.Fprintf(&b, "- controller process memory: peak RSS (VmHWM) %s, RSS at the end %s (after phase 1: VmHWM %s)\n", mib(p3.HWM), mib(p3.RSS), mib(p1.HWM))
 	if apiPID > 0 {
 		fmt.Fprintf(&b, "- for scale, the kube-apiserver process used %.1f s of CPU over phase 1 (%.1f ms per Service), peak RSS %s\n",
-			(a1.cpu - a0.cpu).Seconds(), float64((a1.cpu-a0.cpu).Microseconds())/1000/float64(n), mib(readProc(apiPID).hwm))
+			(a1.CPU - a0.CPU).Seconds(), float64((a1.CPU-a0.CPU).Microseconds())/1000/float64(n), mib(readProc(apiPID).HWM))
 	}
 	fmt.Fprintf(&b, "- addresses after phase 1: %d Services hold %d distinct addresses (sharing and dual-stack)\n", n, distinct)
 	fmt.Fprintf(&b, "- API writes per Service in phase 1: %s\n", diffCounts(w0, w1, n))

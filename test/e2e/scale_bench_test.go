@@ -50,42 +50,6 @@ var (
 
 const scaleMetricsAddr = "127.0.0.1:7474"
 
-// scaleProc is a process's CPU time and resident set from /proc.
-type scaleProc struct {
-	cpu      time.Duration
-	rss, hwm int64
-}
-
-func readScaleProc(pid int) (scaleProc, error) {
-	var s scaleProc
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return s, err
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	s.cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
-	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return s, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		fs := strings.Fields(line)
-		if len(fs) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(fs[1], 10, 64)
-		switch fs[0] {
-		case "VmRSS:":
-			s.rss = v << 10
-		case "VmHWM:":
-			s.hwm = v << 10
-		}
-	}
-	return s, nil
-}
-
 // speakerPID is the speaker's own PID: `ip netns exec` execs it in place.
 func speakerPID(t *testing.T, s *labkit.Speaker) int {
 	pid := s.Cmd.Process.Pid
@@ -266,7 +230,7 @@ type idleResult struct {
 func measureIdle(t *testing.T, lab *netlab.Lab, speakers []*labkit.Speaker, pids []int, window time.Duration) idleResult {
 	t.Helper()
 	n := len(speakers)
-	p0, r0 := make([]scaleProc, n), make([]map[string]float64, n)
+	p0, r0 := make([]mdreport.Proc, n), make([]map[string]float64, n)
 	var wg sync.WaitGroup
 	for i, s := range speakers {
 		wg.Add(1)
@@ -280,15 +244,15 @@ func measureIdle(t *testing.T, lab *netlab.Lab, speakers []*labkit.Speaker, pids
 	}
 	wg.Wait()
 	for i := range speakers {
-		p0[i], _ = readScaleProc(pids[i])
+		p0[i], _ = mdreport.ReadProc(pids[i])
 	}
 	start := time.Now()
 	time.Sleep(window)
 	var res idleResult
 	res.byMethod = map[string]float64{}
-	p1, r1 := make([]scaleProc, n), make([]map[string]float64, n)
+	p1, r1 := make([]mdreport.Proc, n), make([]map[string]float64, n)
 	for i := range speakers {
-		p1[i], _ = readScaleProc(pids[i])
+		p1[i], _ = mdreport.ReadProc(pids[i])
 	}
 	elapsed := time.Since(start)
 	for i, s := range speakers {
@@ -304,9 +268,9 @@ func measureIdle(t *testing.T, lab *netlab.Lab, speakers []*labkit.Speaker, pids
 	wg.Wait()
 	var total float64
 	for i := range speakers {
-		res.cpuPct = append(res.cpuPct, 100*(p1[i].cpu-p0[i].cpu).Seconds()/elapsed.Seconds())
-		res.rssMiB = append(res.rssMiB, float64(p1[i].rss)/(1<<20))
-		res.hwmMiB = append(res.hwmMiB, float64(p1[i].hwm)/(1<<20))
+		res.cpuPct = append(res.cpuPct, 100*(p1[i].CPU-p0[i].CPU).Seconds()/elapsed.Seconds())
+		res.rssMiB = append(res.rssMiB, float64(p1[i].RSS)/(1<<20))
+		res.hwmMiB = append(res.hwmMiB, float64(p1[i].HWM)/(1<<20))
 		for m, v := range r1[i] {
 			// Scrapes themselves are not API requests: they go to the
 			// speaker's own metrics endpoint.
@@ -524,8 +488,8 @@ func TestBenchSpeakerScale(t *testing.T) {
 	allAnswered := lastAnswer.Sub(t0)
 	var startCPU durs
 	for _, pid := range pids {
-		p, _ := readScaleProc(pid)
-		startCPU = append(startCPU, p.cpu.Seconds())
+		p, _ := mdreport.ReadProc(pid)
+		startCPU = append(startCPU, p.CPU.Seconds())
 	}
 	fmt.Fprintf(&b, "- ARP: all **%d of %d** addresses answered from the client namespace **%s after the last speaker started** (every address asked for, unanswered ones again every 500 ms, so about 0.5 s resolution)\n",
 		nIPs, nIPs, allAnswered.Round(time.Millisecond))

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Machine describes this machine in one line: cores, CPU model, memory,
@@ -55,4 +56,48 @@ func WriteSection(path, name, body string) error {
 		text = strings.TrimRight(text, "\n") + "\n\n" + section
 	}
 	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// Proc is a process's CPU time (user+system) and its current and peak
+// resident set, from /proc.
+type Proc struct {
+	CPU      time.Duration
+	RSS, HWM int64 // bytes
+}
+
+// clkTck is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
+const clkTck = 100
+
+// ReadProc reads pid's Proc.
+func ReadProc(pid int) (Proc, error) {
+	var p Proc
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return p, err
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 13 {
+		return p, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	p.CPU = time.Duration(ut+st) * time.Second / clkTck
+	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return p, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(fs[1], 10, 64)
+		switch fs[0] {
+		case "VmRSS:":
+			p.RSS = v << 10
+		case "VmHWM:":
+			p.HWM = v << 10
+		}
+	}
+	return p, nil
 }
