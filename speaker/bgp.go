@@ -44,12 +44,13 @@ type BGPDriver interface {
 	Status() []bgp.PeerStatus
 }
 
-// desiredBGP computes this node's BGP sessions and routes from the plan.
+// desiredBGP computes this node's BGP sessions and routes from its part of
+// the plan.
 // Problems that concern one peer (a missing password Secret, a community
 // that does not parse) leave that peer or value out and are returned per
 // peer name ("" for the node as a whole), so one bad object never takes
 // down the others.
-func (r *Reconciler) desiredBGP(ctx context.Context, cfg *config.Config, self *corev1.Node, plan announce.BGPPlan) (_ BGPDesired, problems map[string]string, selectedPeers int) {
+func (r *Reconciler) desiredBGP(ctx context.Context, cfg *config.Config, self *corev1.Node, mine []announce.Announcement) (_ BGPDesired, problems map[string]string, selectedPeers int) {
 	problems = map[string]string{}
 	var selected []*config.BGPPeer
 	names := make([]string, 0, len(cfg.BGPPeers))
@@ -84,7 +85,7 @@ func (r *Reconciler) desiredBGP(ctx context.Context, cfg *config.Config, self *c
 		d.Peers = append(d.Peers, bgp.NewPeerSpec(p, password))
 	}
 	var items []bgp.Item
-	for _, a := range plan.ForNode(r.Self) {
+	for _, a := range mine {
 		items = append(items, bgp.Item{IP: a.IP, Advertisements: a.Advertisements})
 	}
 	routes, err := bgp.Build(items, d.Peers)
@@ -106,20 +107,17 @@ func (r *Reconciler) applyBGP(ctx context.Context, cfg *config.Config, nodes []c
 	if self == nil {
 		return fmt.Errorf("node %q not found", r.Self)
 	}
-	want, problems, selected := r.desiredBGP(ctx, cfg, self, plan)
+	mine := plan.ForNode(r.Self) // one entry per address
+	want, problems, selected := r.desiredBGP(ctx, cfg, self, mine)
 	for peer, msg := range problems {
 		r.Log.Info("BGP configuration problem", "peer", peer, "problem", msg)
-	}
-	announced := map[netip.Addr]bool{}
-	for _, a := range plan.ForNode(r.Self) {
-		announced[a.IP] = true
 	}
 	r.mu.Lock()
 	r.bgpProblems = problems
 	r.bgpPeers = selected
 	r.bgpAnnounced = 0
 	if len(want.Peers) > 0 {
-		r.bgpAnnounced = len(announced)
+		r.bgpAnnounced = len(mine)
 	}
 	r.mu.Unlock()
 	if err := r.BGP.Apply(ctx, want); err != nil {

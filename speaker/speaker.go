@@ -6,6 +6,7 @@
 package speaker
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -99,13 +100,13 @@ type Reconciler struct {
 	planned bool
 	// wasAlive is the mesh's view at the previous pass.
 	wasAlive map[string]bool
+	// peerIPs are the other nodes' mesh addresses: a claim on an address
+	// from one of their MACs is an ownership change in flight, not a
+	// conflict (see IsPeerMAC).
+	peerIPs map[netip.Addr]bool
 	// bgpProblems are the last pass's BGP problems by peer ("" = the
 	// node), bgpPeers the peers selecting this node and bgpAnnounced the
 	// addresses routed: for the node's BGPNodeStatus and metrics.
-	// peerMACs are the link-layer addresses of the other nodes (from the
-	// kernel's neighbour table, filled by the mesh's traffic): their
-	// claims on an address are ownership changes in flight, not conflicts.
-	peerMACs     map[string]bool
 	bgpProblems  map[string]string
 	bgpPeers     int
 	bgpAnnounced int
@@ -186,7 +187,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 
 	meshPeers := peers(nodeList.Items, r.MeshPort)
 	r.Mesh.SetPeers(meshPeers)
-	r.refreshPeerMACs(meshPeers)
+	r.setPeerIPs(meshPeers)
 	alive := r.Mesh.Alive()
 	nodes := NodeInfos(nodeList.Items, alive)
 	svcs := ServiceInfos(svcList.Items, epSlices.Items)
@@ -327,35 +328,38 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	return ctrl.Result{}, nil
 }
 
-// refreshPeerMACs learns the other nodes' MACs from the neighbour table.
-func (r *Reconciler) refreshPeerMACs(peers map[string]netip.AddrPort) {
-	ips := map[netip.Addr]bool{}
+// setPeerIPs records the other nodes' addresses.
+func (r *Reconciler) setPeerIPs(peers map[string]netip.AddrPort) {
+	ips := make(map[netip.Addr]bool, len(peers))
 	for n, ap := range peers {
 		if n != r.Self {
 			ips[ap.Addr()] = true
 		}
 	}
-	neighs, err := netlink.NeighList(0, netlink.FAMILY_ALL)
-	if err != nil {
-		r.Log.V(1).Info("neighbour table unreadable; peers' claims count as conflicts", "error", err.Error())
-		return
-	}
-	macs := map[string]bool{}
-	for _, n := range neighs {
-		if ip, ok := netip.AddrFromSlice(n.IP); ok && ips[ip.Unmap()] && len(n.HardwareAddr) > 0 {
-			macs[n.HardwareAddr.String()] = true
-		}
-	}
 	r.mu.Lock()
-	r.peerMACs = macs
+	r.peerIPs = ips
 	r.mu.Unlock()
 }
 
-// IsPeerMAC tells whether mac is another node's (see l2.Options.IsPeer).
+// IsPeerMAC tells whether mac is another node's (see l2.Options.IsPeer):
+// the kernel's neighbour table, which the mesh's traffic keeps filled,
+// maps the peers' addresses to their MACs. It is read only when a claim
+// arrives, which is rare, rather than on every pass.
 func (r *Reconciler) IsPeerMAC(mac net.HardwareAddr) bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.peerMACs[mac.String()]
+	ips := r.peerIPs
+	r.mu.Unlock()
+	neighs, err := netlink.NeighList(0, netlink.FAMILY_ALL)
+	if err != nil {
+		r.Log.V(1).Info("neighbour table unreadable; a peer's claim counts as a conflict", "error", err.Error())
+		return false
+	}
+	for _, n := range neighs {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && ips[ip.Unmap()] && bytes.Equal(n.HardwareAddr, mac) {
+			return true
+		}
+	}
+	return false
 }
 
 // WaitingFor tells whether the last pass could not announce on iface, so
