@@ -15,10 +15,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -45,6 +48,37 @@ type Options struct {
 	// Namespace is the speaker's own; BGP password Secrets are read there
 	// (the manager's cache must watch Secrets in it, and only there).
 	Namespace string
+}
+
+// CacheOptions are the manager cache settings the speaker needs. Secrets
+// are cached in namespace only (the speaker may read no others; empty:
+// none are watched). Every object is kept without its managedFields and
+// last-applied annotation: the speaker never reads them, and on every
+// node they were a large share of the memory a cache of thousands of
+// Services takes.
+func CacheOptions(namespace string) cache.Options {
+	o := cache.Options{DefaultTransform: stripUnread}
+	if namespace != "" {
+		o.ByObject = map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{namespace: {}}},
+		}
+	}
+	return o
+}
+
+// stripUnread is the cache transform of CacheOptions.
+func stripUnread(in any) (any, error) {
+	if o, ok := in.(metav1.Object); ok {
+		o.SetManagedFields(nil)
+		if a := o.GetAnnotations(); a != nil {
+			if _, ok := a[corev1.LastAppliedConfigAnnotation]; ok {
+				a = maps.Clone(a)
+				delete(a, corev1.LastAppliedConfigAnnotation)
+				o.SetAnnotations(a)
+			}
+		}
+	}
+	return in, nil
 }
 
 // Setup adds the speaker to mgr (no leader election: every node runs one).
@@ -102,7 +136,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		Recorder: mgr.GetEventRecorder("ironlb-speaker"), Log: log, Interfaces: opts.Interfaces,
 		Namespace: opts.Namespace, BGP: drv,
 	}
-	started := make(chan struct{})
 	anns := &announcerSet{
 		byName: map[string]*l2.Announcer{},
 		log:    log.WithName("l2"),
@@ -113,16 +146,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 				Metrics: l2Metrics,
 				OnConflict: func(ip netip.Addr, mac net.HardwareAddr) {
 					rec.Conflict(ip, mac)
-					poke()
+					rec.RequestRepublish(ctx)
 				},
 				// The Announced condition follows the wire.
-				OnAnnounced: func(netip.Addr) { poke() },
+				OnAnnounced: func(netip.Addr) { rec.RequestRepublish(ctx) },
 				IsPeer:      rec.IsPeerMAC,
 			})
 		},
 	}
 	rec.Announcer = func(iface string) (Announcer, error) {
-		<-started
 		return anns.get(iface)
 	}
 	if opts.Registry != nil {
@@ -140,10 +172,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	anns.ctx = annCtx
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		defer annCancel()
-		// Until the first handshakes are done every peer looks dead, and a
-		// restarting speaker would claim every address: announce nothing
-		// before one detection period has passed.
-		time.AfterFunc(membership.DefaultTimeout+membership.DefaultInterval, func() { close(started) })
 		go func() {
 			for {
 				select {
@@ -215,6 +243,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "plan"}}}
 	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("speaker").
+		// A DaemonSet rollout has every speaker list every Service at
+		// once; on a busy API server that can take minutes, and giving up
+		// after the default 2 minutes means a restart and another list.
+		WithOptions(controller.Options{CacheSyncTimeout: 15 * time.Minute}).
 		WatchesRawSource(source.Channel(trigger, all)).
 		Watches(&corev1.Service{}, all, builder.WithPredicates(planInputChanged)).
 		Watches(&corev1.Node{}, all).

@@ -6,8 +6,8 @@
 package speaker
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -61,6 +61,9 @@ type Announcer interface {
 type Liveness interface {
 	Alive() map[string]bool
 	SetPeers(map[string]netip.AddrPort)
+	// Settled is false until the liveness view is worth acting on (see
+	// membership.Mesh.Settled).
+	Settled() bool
 }
 
 // Reconciler recomputes the cluster-wide plan on every change and applies
@@ -104,6 +107,15 @@ type Reconciler struct {
 	// from one of their MACs is an ownership change in flight, not a
 	// conflict (see IsPeerMAC).
 	peerIPs map[netip.Addr]bool
+	// peerMACs are the MACs the neighbour table gave for peerIPs, kept
+	// across reads: a claim arrives while the peers' entries are being
+	// re-resolved as often as not, and a missing entry turned a peer's
+	// claim into a reported conflict.
+	peerMACs map[netip.Addr]string
+	// lastPub is the last pass's publication and lastAnns its announcers,
+	// for Republish.
+	lastPub  *publication
+	lastAnns []Announcer
 	// bgpProblems are the last pass's BGP problems by peer ("" = the
 	// node), bgpPeers the peers selecting this node and bgpAnnounced the
 	// addresses routed: for the node's BGPNodeStatus and metrics.
@@ -117,6 +129,60 @@ type Reconciler struct {
 	pubMu      sync.Mutex
 	pending    *publication
 	publishing bool
+	// republishQueued: a Republish is scheduled (RequestRepublish).
+	republishQueued bool
+}
+
+// republishDelay coalesces the announcers' reports (an address on the
+// wire, a conflict) into one condition update: a speaker taking over
+// dozens of addresses reports each.
+const republishDelay = 100 * time.Millisecond
+
+// RequestRepublish schedules Republish in republishDelay, unless one is
+// scheduled already. It is what the announcers' reports call: they change
+// what the conditions say, not the plan, and a full pass per report kept
+// big clusters busy replanning.
+func (r *Reconciler) RequestRepublish(ctx context.Context) {
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	if r.republishQueued {
+		return
+	}
+	r.republishQueued = true
+	time.AfterFunc(republishDelay, func() {
+		r.pubMu.Lock()
+		r.republishQueued = false
+		r.pubMu.Unlock()
+		r.Republish(ctx)
+	})
+}
+
+// Republish writes the conditions of the last plan again, with what the
+// announcers answer for now; conflicts on addresses answered again are
+// over.
+func (r *Reconciler) Republish(ctx context.Context) {
+	r.mu.Lock()
+	last, anns := r.lastPub, r.lastAnns
+	r.mu.Unlock()
+	if last == nil {
+		return
+	}
+	announcing := map[netip.Addr]bool{}
+	for _, a := range anns {
+		for _, ip := range a.Announcing() {
+			announcing[ip] = true
+		}
+	}
+	r.mu.Lock()
+	for ip := range r.conflicts {
+		if announcing[ip] {
+			delete(r.conflicts, ip)
+		}
+	}
+	r.mu.Unlock()
+	p := *last
+	p.announcing = announcing
+	r.publish(ctx, &p)
 }
 
 type publication struct {
@@ -172,16 +238,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		return ctrl.Result{}, err
 	}
 	cfg, _ := config.Parse(objs)
+	// A pass only reads these: the cache's own objects, not deep copies
+	// of every Service on every pass (most of a pass's allocations in a
+	// large cluster). Nothing below may modify them.
 	var nodeList corev1.NodeList
-	if err := r.Client.List(ctx, &nodeList); err != nil {
+	if err := r.Client.List(ctx, &nodeList, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 	var svcList corev1.ServiceList
-	if err := r.Client.List(ctx, &svcList); err != nil {
+	if err := r.Client.List(ctx, &svcList, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 	var epSlices discoveryv1.EndpointSliceList
-	if err := r.Client.List(ctx, &epSlices); err != nil {
+	if err := r.Client.List(ctx, &epSlices, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -204,6 +273,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	var bgpErr error
 	if r.BGP != nil {
 		bgpErr = r.applyBGP(ctx, cfg, nodeList.Items, bgpPlan)
+	}
+
+	if !r.Mesh.Settled() {
+		// Until the mesh has heard from its peers they all look dead, and
+		// this node would claim every address. The mesh's settling
+		// triggers the next pass.
+		return ctrl.Result{}, bgpErr
 	}
 
 	// This node's addresses per interface; one interface may be named by
@@ -274,7 +350,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		},
 	}
 	missing := map[string]bool{}
-	var used []Announcer
+	var used, touched []Announcer
 	announcing := map[netip.Addr]bool{}
 	wanted := map[netip.Addr]bool{}
 	for iface, ips := range mine {
@@ -287,6 +363,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			continue
 		}
 		a.Update(ips, moves)
+		touched = append(touched, a)
 		if len(ips) > 0 {
 			used = append(used, a)
 		}
@@ -316,7 +393,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			}
 		})
 	}
-	r.publish(ctx, &publication{svcs: svcList.Items, announcing: announcing, plan: plan, bgp: bgpPlan, alive: alive})
+	pub := &publication{svcs: svcList.Items, announcing: announcing, plan: plan, bgp: bgpPlan, alive: alive}
+	r.mu.Lock()
+	r.lastPub, r.lastAnns = pub, touched
+	r.mu.Unlock()
+	r.publish(ctx, pub)
 	if bgpErr != nil {
 		return ctrl.Result{}, bgpErr
 	}
@@ -346,16 +427,35 @@ func (r *Reconciler) setPeerIPs(peers map[string]netip.AddrPort) {
 // maps the peers' addresses to their MACs. It is read only when a claim
 // arrives, which is rare, rather than on every pass.
 func (r *Reconciler) IsPeerMAC(mac net.HardwareAddr) bool {
-	r.mu.Lock()
-	ips := r.peerIPs
-	r.mu.Unlock()
+	if r.knownPeerMAC(mac) {
+		return true
+	}
 	neighs, err := netlink.NeighList(0, netlink.FAMILY_ALL)
-	if err != nil {
+	// An interrupted dump (the table changed meanwhile, as it does all
+	// the time on a busy node) still returns what it read.
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		r.Log.V(1).Info("neighbour table unreadable; a peer's claim counts as a conflict", "error", err.Error())
 		return false
 	}
+	r.mu.Lock()
+	if r.peerMACs == nil {
+		r.peerMACs = map[netip.Addr]string{}
+	}
 	for _, n := range neighs {
-		if ip, ok := netip.AddrFromSlice(n.IP); ok && ips[ip.Unmap()] && bytes.Equal(n.HardwareAddr, mac) {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && r.peerIPs[ip.Unmap()] && len(n.HardwareAddr) > 0 {
+			r.peerMACs[ip.Unmap()] = n.HardwareAddr.String()
+		}
+	}
+	r.mu.Unlock()
+	return r.knownPeerMAC(mac)
+}
+
+func (r *Reconciler) knownPeerMAC(mac net.HardwareAddr) bool {
+	m := mac.String()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ip, pm := range r.peerMACs {
+		if pm == m && r.peerIPs[ip] {
 			return true
 		}
 	}

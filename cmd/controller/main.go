@@ -30,6 +30,7 @@ func run() error {
 	var (
 		metricsAddr     = flag.String("metrics-bind-address", ":7472", "HTTPS metrics endpoint, authenticated and authorized through the API server (\"0\" disables)")
 		insecureMetrics = flag.Bool("metrics-insecure", false, "serve metrics over plain HTTP without authentication (only for local labs)")
+		pprofOn         = flag.Bool("pprof", false, "also serve Go's profiler under /debug/pprof/ on the metrics endpoint, authenticated like it")
 		probeAddr       = flag.String("health-probe-bind-address", ":7473", "address of /healthz and /readyz")
 		leaderElect     = flag.Bool("leader-elect", true, "elect one active replica")
 		leaderNS        = flag.String("leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the leader election Lease (default: the pod's namespace)")
@@ -59,7 +60,7 @@ func run() error {
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	cfg.UserAgent = "ironlb-controller/" + version
 
-	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics)
+	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics, *pprofOn)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,

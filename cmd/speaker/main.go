@@ -11,10 +11,7 @@ import (
 	"os"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -43,6 +40,7 @@ func run() error {
 		interfaces      = flag.String("interfaces", "", "comma-separated interfaces to announce on when an L2Advertisement names none (default: the node address's)")
 		metricsAddr     = flag.String("metrics-bind-address", ":7474", "HTTPS metrics endpoint, authenticated through the API server (\"0\" disables)")
 		insecureMetrics = flag.Bool("metrics-insecure", false, "serve metrics over plain HTTP without authentication (only for local labs)")
+		pprofOn         = flag.Bool("pprof", false, "also serve Go's profiler under /debug/pprof/ on the metrics endpoint, authenticated like it")
 		probeAddr       = flag.String("health-probe-bind-address", ":7475", "address of /healthz and /readyz")
 	)
 	opts := zap.Options{}
@@ -82,14 +80,9 @@ func run() error {
 			})
 		}
 	}
-	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics)
+	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics, *pprofOn)
 	mgrOpts := ctrl.Options{Scheme: scheme, Metrics: metricsOpts, HealthProbeBindAddress: *probeAddr}
-	if *namespace != "" {
-		// The speaker may read the Secrets of its own namespace only.
-		mgrOpts.Cache.ByObject = map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Namespaces: map[string]cache.Config{*namespace: {}}},
-		}
-	}
+	mgrOpts.Cache = speaker.CacheOptions(*namespace)
 	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
 		return err

@@ -3,6 +3,9 @@
 package app
 
 import (
+	"net/http"
+	"net/http/pprof"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -28,10 +31,23 @@ func Scheme() (*runtime.Scheme, error) {
 // Metrics serves /metrics over HTTPS, each scrape authenticated and
 // authorized through the API server (TokenReview, SubjectAccessReview):
 // no unauthenticated port. insecure (labs only) serves plain HTTP.
-func Metrics(addr string, insecure bool) metricsserver.Options {
+// withPprof adds Go's profiler under /debug/pprof/ on the same server,
+// behind the same authentication (a reader needs a ClusterRole allowing
+// GET on that non-resource URL): it is how an idle speaker's CPU is
+// explained without a debugger on the node.
+func Metrics(addr string, insecure, withPprof bool) metricsserver.Options {
 	o := metricsserver.Options{BindAddress: addr, SecureServing: !insecure}
 	if !insecure {
 		o.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	if withPprof {
+		o.ExtraHandlers = map[string]http.Handler{
+			"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+			"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+			"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+			"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+			"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
+		}
 	}
 	return o
 }

@@ -5,7 +5,6 @@
 package announce
 
 import (
-	"hash/fnv"
 	"net/netip"
 	"sort"
 )
@@ -73,15 +72,82 @@ func Owner(ip netip.Addr, eligible []string) (owner string, ok bool) {
 	return owner, ok
 }
 
-// score is a stable 64-bit hash of (node, ip), the same in every process
-// and every version of the speaker (unlike hash/maphash, which is seeded).
-func score(node string, ip netip.Addr) uint64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(node))
-	_, _ = h.Write([]byte{0})
+// nodeHash is a node's score state after its name (see score), computed
+// once per plan so that scoring an address costs only the address bytes:
+// 4 for IPv4 (the 12-byte IPv4-mapped prefix is folded in too).
+type nodeHash struct {
+	name         string
+	afterName    uint64
+	afterV4Start uint64
+}
+
+var v4MappedStart = [12]byte{10: 0xff, 11: 0xff}
+
+func hashNode(name string) nodeHash {
+	h := fnvAdd(fnvOffset, name)
+	h *= fnvPrime // the zero byte after the name
+	v4 := h
+	for _, c := range v4MappedStart {
+		v4 = (v4 ^ uint64(c)) * fnvPrime
+	}
+	return nodeHash{name: name, afterName: h, afterV4Start: v4}
+}
+
+// score is score(n.name, ip).
+func (n nodeHash) score(ip netip.Addr) uint64 {
 	b := ip.As16()
-	_, _ = h.Write(b[:])
-	return mix(h.Sum64())
+	if ip.Is4() {
+		h := n.afterV4Start
+		for _, c := range b[12:] {
+			h = (h ^ uint64(c)) * fnvPrime
+		}
+		return mix(h)
+	}
+	h := n.afterName
+	for _, c := range b {
+		h = (h ^ uint64(c)) * fnvPrime
+	}
+	return mix(h)
+}
+
+// ownerHashed is Owner over precomputed node hashes.
+func ownerHashed(ip netip.Addr, eligible []nodeHash) (owner string, ok bool) {
+	var best uint64
+	for _, n := range eligible {
+		s := n.score(ip)
+		if !ok || s > best || (s == best && n.name < owner) {
+			owner, best, ok = n.name, s, true
+		}
+	}
+	return owner, ok
+}
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnvAdd(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * fnvPrime
+	}
+	return h
+}
+
+// score is a stable 64-bit hash of (node, ip), the same in every process
+// and every version of the speaker (unlike hash/maphash, which is seeded):
+// speakers of two versions meet in every rolling upgrade. It is FNV-1a
+// (64 bit) over the node name, a zero byte and the 16-byte address, then
+// mixed; computed inline because hash/fnv's interface value allocates,
+// and a plan scores every address against every node.
+func score(node string, ip netip.Addr) uint64 {
+	h := fnvAdd(fnvOffset, node)
+	h *= fnvPrime // the zero byte: h ^= 0 changes nothing
+	b := ip.As16()
+	for _, c := range b {
+		h = (h ^ uint64(c)) * fnvPrime
+	}
+	return mix(h)
 }
 
 // mix is the splitmix64 finaliser: FNV alone spreads similar inputs (node

@@ -2,6 +2,7 @@ package announce
 
 import (
 	"fmt"
+	"hash/fnv"
 	"math"
 	"net/netip"
 	"slices"
@@ -126,5 +127,53 @@ func TestOwnerMovesOnlyWhatItMust(t *testing.T) {
 	}
 	if frac := float64(moved) / float64(len(ips)); frac < 0.15 || frac > 0.25 {
 		t.Fatalf("%.2f of addresses moved to the new node, want about 0.20", frac)
+	}
+}
+
+// TestScoreIsFNV pins the owner hash: speakers of different versions must
+// pick the same owners, so it may never change.
+func TestScoreIsFNV(t *testing.T) {
+	for _, tt := range []struct {
+		node string
+		ip   string
+	}{{"n01", "198.18.96.0"}, {"node-a", "2001:db8::1"}, {"", "0.0.0.0"}, {"a-much-longer-node-name.example.com", "10.0.0.255"}} {
+		h := fnv.New64a()
+		h.Write([]byte(tt.node))
+		h.Write([]byte{0})
+		b := netip.MustParseAddr(tt.ip).As16()
+		h.Write(b[:])
+		if got, want := score(tt.node, netip.MustParseAddr(tt.ip)), mix(h.Sum64()); got != want {
+			t.Errorf("score(%q, %s) = %#x, want %#x", tt.node, tt.ip, got, want)
+		}
+	}
+	// And one value written down, so that a change to mix shows too.
+	if got := score("n01", netip.MustParseAddr("198.18.96.0")); got != scoreN01 {
+		t.Errorf("score(n01, 198.18.96.0) = %#x, want %#x", got, uint64(scoreN01))
+	}
+}
+
+// scoreN01 is score("n01", 198.18.96.0) as the first released speaker
+// computed it (hash/fnv, then mix).
+const scoreN01 = 0x6cbbd1447e6d83e1
+
+// TestOwnerHashedIsOwner: the plan's precomputed hashes pick the owner
+// Owner picks, for both families.
+func TestOwnerHashedIsOwner(t *testing.T) {
+	names := []string{"a", "n01", "n02", "worker-17.example.com", "zz"}
+	var hs []nodeHash
+	for _, n := range names {
+		hs = append(hs, hashNode(n))
+	}
+	for _, a := range append(addrs(500), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("::ffff:10.0.0.1"), netip.MustParseAddr("fe80::1")) {
+		for _, n := range hs {
+			if got, want := n.score(a), score(n.name, a); got != want {
+				t.Fatalf("%s %s: %#x, want %#x", n.name, a, got, want)
+			}
+		}
+		o1, _ := Owner(a, names)
+		o2, _ := ownerHashed(a, hs)
+		if o1 != o2 {
+			t.Fatalf("%s: ownerHashed %s, Owner %s", a, o2, o1)
+		}
 	}
 }

@@ -3,7 +3,7 @@ package announce
 import (
 	"net/netip"
 	"slices"
-	"sort"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -82,62 +82,30 @@ func (p L2Plan) ForNode(node string) map[string][]netip.Addr {
 // for it. An address shared by several Services is announced where all of
 // them may be announced (the intersection of their eligible nodes), so a
 // shared address never splits across nodes.
+//
+// Every speaker runs it on every liveness change, so it is written for
+// thousands of Services: the nodes an advertisement allows are computed
+// once per plan, not per Service, and Services that match the same
+// advertisements share one decision.
 func PlanL2(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo) L2Plan {
-	plan := L2Plan{Addresses: map[netip.Addr]L2Assignment{}, NotAnnounced: map[string]string{}}
+	plan := L2Plan{Addresses: make(map[netip.Addr]L2Assignment, len(svcs)), NotAnnounced: map[string]string{}}
 	type acc struct {
-		eligible   map[string]bool // nil until the first Service narrows it
+		// eligible is sorted and shared with the decisions: replaced,
+		// never modified. narrowed: a Service has set it.
+		eligible   []string
+		hashes     []nodeHash // eligible's, for Owner
+		narrowed   bool
 		allIfaces  bool
-		interfaces map[string]bool
+		interfaces []string
 		services   []string
 		reason     string
 	}
-	nodeLabels := make(map[string]labels.Set, len(nodes))
-	for _, n := range nodes {
-		nodeLabels[n.Name] = n.Labels
-	}
-	plain := plainNodes(nodes)
-	perIP := map[netip.Addr]*acc{}
-	sorted := slices.Clone(svcs)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Key < sorted[j].Key })
-	// decide returns the nodes that may announce the addresses of s that
-	// came from pool, the interfaces to use (all = no restriction), or why
-	// none may.
-	decide := func(s ServiceInfo, pool string) (names []string, ifaces map[string]bool, allIfaces bool, reason string) {
-		advs := matchingL2(cfg, s, pool)
-		ifaces = map[string]bool{}
-		if len(advs) == 0 {
-			return nil, ifaces, false, ReasonNoAdvertisement
-		}
-		seen := map[string]bool{}
-		for _, adv := range advs {
-			match := func(n Node) bool { return true }
-			if len(adv.NodeSelectors) > 0 {
-				match = func(n Node) bool { return config.MatchesAny(adv.NodeSelectors, nodeLabels[n.Name]) }
-			}
-			var local func(string) bool
-			if s.Local {
-				local = func(n string) bool { return s.EndpointNodes[n] }
-			}
-			for _, n := range Eligible(plain, match, local) {
-				if !seen[n] {
-					seen[n] = true
-					names = append(names, n)
-				}
-			}
-			if len(adv.Interfaces) == 0 {
-				allIfaces = true
-			}
-			for _, i := range adv.Interfaces {
-				ifaces[i] = true
-			}
-		}
-		if len(names) == 0 {
-			reason = ReasonNoEligibleNode
-			if s.Local && len(s.EndpointNodes) == 0 {
-				reason = ReasonNoLocalEndpoint
-			}
-		}
-		return names, ifaces, allIfaces, reason
+	pl := newL2Planner(cfg, nodes)
+	perIP := make(map[netip.Addr]*acc, len(svcs))
+	sorted := svcs
+	if !slices.IsSortedFunc(svcs, byKey) {
+		sorted = slices.Clone(svcs)
+		slices.SortFunc(sorted, byKey)
 	}
 	for _, s := range sorted {
 		for k, ip := range s.IPs {
@@ -145,63 +113,202 @@ func PlanL2(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo) L2Plan {
 			if k < len(s.Pools) {
 				pool = s.Pools[k]
 			}
-			names, ifaces, allIfaces, reason := decide(s, pool)
+			d := pl.decide(s, pool)
 			a := perIP[ip]
 			if a == nil {
-				a = &acc{interfaces: map[string]bool{}}
+				a = &acc{}
 				perIP[ip] = a
 			}
 			a.services = append(a.services, s.Key)
-			if reason != "" {
-				a.reason = reason
-				a.eligible = map[string]bool{}
+			if d.reason != "" {
+				a.reason = d.reason
+				a.eligible, a.hashes, a.narrowed = nil, nil, true
 				continue
 			}
-			if a.eligible == nil {
-				a.eligible = map[string]bool{}
-				for _, n := range names {
-					a.eligible[n] = true
-				}
+			if !a.narrowed {
+				a.eligible, a.hashes, a.narrowed = d.names, d.hashes, true
 			} else {
-				for n := range a.eligible {
-					if !slices.Contains(names, n) {
-						delete(a.eligible, n)
-					}
-				}
+				a.eligible = intersectSorted(a.eligible, d.names)
+				a.hashes = pl.hashesOf(a.eligible)
 			}
-			a.allIfaces = a.allIfaces || allIfaces
-			for i := range ifaces {
-				a.interfaces[i] = true
-			}
+			a.allIfaces = a.allIfaces || d.allIfaces
+			a.interfaces = unionSorted(a.interfaces, d.ifaces)
 		}
 	}
 	for ip, a := range perIP {
-		var eligible []string
-		for n := range a.eligible {
-			eligible = append(eligible, n)
-		}
-		sort.Strings(eligible)
-		owner, ok := Owner(ip, eligible)
+		owner, ok := ownerHashed(ip, a.hashes)
 		if !ok {
 			notAnnounced(plan.NotAnnounced, a.services, a.reason)
 			continue
 		}
 		var ifaces []string
-		for i := range a.interfaces {
-			if !a.allIfaces {
-				ifaces = append(ifaces, i)
-			}
+		if !a.allIfaces {
+			ifaces = a.interfaces
 		}
-		sort.Strings(ifaces)
 		plan.Addresses[ip] = L2Assignment{Node: owner, Interfaces: ifaces, Services: a.services}
 	}
 	return plan
 }
 
-// matchingL2 lists the L2 advertisements that cover a Service's addresses
-// from pool.
-func matchingL2(cfg *config.Config, s ServiceInfo, pool string) []*config.L2Advertisement {
-	return filter(cfg.L2Advertisements, func(a *config.L2Advertisement) bool { return covers(a.Pools, a.ServiceSelectors, s, pool) })
+func byKey(a, b ServiceInfo) int { return strings.Compare(a.Key, b.Key) }
+
+// l2Decision is which nodes may announce a Service's addresses from one
+// pool, on which interfaces, or why none may.
+type l2Decision struct {
+	names     []string // sorted; shared, never modified
+	hashes    []nodeHash
+	ifaces    []string // sorted union of the advertisements' interfaces
+	allIfaces bool     // an advertisement names no interface: all of them
+	reason    string
+}
+
+// l2Planner holds what one PlanL2 computes once and reuses per Service.
+type l2Planner struct {
+	cfg   *config.Config
+	plain []Node
+	// advNodes[k] are the nodes advertisement k's node selectors accept.
+	advNodes [][]Node
+	hashOf   map[string]nodeHash
+	// memo holds the decisions of Services without externalTrafficPolicy
+	// Local, by the advertisements they match.
+	memo map[string]l2Decision
+}
+
+func newL2Planner(cfg *config.Config, nodes []NodeInfo) *l2Planner {
+	pl := &l2Planner{
+		cfg: cfg, plain: plainNodes(nodes),
+		advNodes: make([][]Node, len(cfg.L2Advertisements)),
+		memo:     map[string]l2Decision{},
+		hashOf:   make(map[string]nodeHash, len(nodes)),
+	}
+	labelsOf := make(map[string]labels.Set, len(nodes))
+	for _, n := range nodes {
+		labelsOf[n.Name] = n.Labels
+		pl.hashOf[n.Name] = hashNode(n.Name)
+	}
+	for k, adv := range cfg.L2Advertisements {
+		if len(adv.NodeSelectors) == 0 {
+			pl.advNodes[k] = pl.plain
+			continue
+		}
+		for _, n := range pl.plain {
+			if config.MatchesAny(adv.NodeSelectors, labelsOf[n.Name]) {
+				pl.advNodes[k] = append(pl.advNodes[k], n)
+			}
+		}
+	}
+	return pl
+}
+
+// decide returns the decision for the addresses s got from pool.
+func (pl *l2Planner) decide(s ServiceInfo, pool string) l2Decision {
+	var buf [8]byte
+	matched := buf[:0] // advertisement indices; at most 255 advertisements are memoised
+	var advs []int
+	for k, adv := range pl.cfg.L2Advertisements {
+		if covers(adv.Pools, adv.ServiceSelectors, s, pool) {
+			advs = append(advs, k)
+			matched = append(matched, byte(k))
+		}
+	}
+	if len(advs) == 0 {
+		return l2Decision{reason: ReasonNoAdvertisement}
+	}
+	memoize := !s.Local && len(pl.cfg.L2Advertisements) < 256
+	if memoize {
+		if d, ok := pl.memo[string(matched)]; ok {
+			return d
+		}
+	}
+	var d l2Decision
+	var local func(string) bool
+	if s.Local {
+		local = func(n string) bool { return s.EndpointNodes[n] }
+	}
+	for _, k := range advs {
+		adv := pl.cfg.L2Advertisements[k]
+		d.names = unionSorted(d.names, Eligible(pl.advNodes[k], nil, local))
+		if len(adv.Interfaces) == 0 {
+			d.allIfaces = true
+		}
+		d.ifaces = unionSorted(d.ifaces, sortedCopy(adv.Interfaces))
+	}
+	d.hashes = pl.hashesOf(d.names)
+	if len(d.names) == 0 {
+		d.reason = ReasonNoEligibleNode
+		if s.Local && len(s.EndpointNodes) == 0 {
+			d.reason = ReasonNoLocalEndpoint
+		}
+	}
+	if memoize {
+		pl.memo[string(matched)] = d
+	}
+	return d
+}
+
+func (pl *l2Planner) hashesOf(names []string) []nodeHash {
+	out := make([]nodeHash, len(names))
+	for i, n := range names {
+		out[i] = pl.hashOf[n]
+	}
+	return out
+}
+
+func sortedCopy(in []string) []string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := slices.Clone(in)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// unionSorted merges two sorted, duplicate-free lists. It returns one of
+// them unchanged when the other adds nothing, and never modifies either.
+func unionSorted(a, b []string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	if len(a) == 0 {
+		return b
+	}
+	out := make([]string, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := strings.Compare(a[i], b[j]); {
+		case c < 0:
+			out = append(out, a[i])
+			i++
+		case c > 0:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
+
+// intersectSorted returns the names in both sorted lists, as a new list.
+func intersectSorted(a, b []string) []string {
+	var out []string
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := strings.Compare(a[i], b[j]); {
+		case c < 0:
+			i++
+		case c > 0:
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	return out
 }
 
 // covers tells whether an advertisement selecting pools (nil: every pool)

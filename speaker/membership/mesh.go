@@ -23,6 +23,9 @@ const (
 	// packets in a row are tolerated, and a crash is detected in 300 to
 	// 400 ms, leaving the rest of the 1 s failover budget to the new owner.
 	DefaultTimeout = 400 * time.Millisecond
+	// DefaultMaxRate is the default packet budget: heartbeats a speaker
+	// sends per second. Up to 25 peers it allows DefaultInterval.
+	DefaultMaxRate = 250
 	// MinKeyLen is the shortest accepted shared secret.
 	MinKeyLen = 16
 
@@ -64,6 +67,17 @@ type Config struct {
 	// scheduling delay: always within Timeout+Interval. A graceful stop
 	// (Leave) is detected in one network trip.
 	Timeout time.Duration
+	// MaxRate caps the heartbeats this speaker sends per second,
+	// DefaultMaxRate if zero. With more peers than MaxRate×Interval, the
+	// interval and the timeout both stretch by the same factor: every
+	// speaker sends and receives one heartbeat per peer per interval, so
+	// a fixed interval costs each node O(peers) packets per second and
+	// the cluster O(peers²), and on big clusters that cost (CPU for every
+	// packet, on every node, all the time) buys less than the second of
+	// failover it would save. Detection time then grows linearly with the
+	// cluster: 49 peers, 196 ms interval and 784 ms timeout; 99 peers,
+	// 396 ms and 1.58 s.
+	MaxRate int
 	// Logger receives peer transitions at Info and packet-level detail at
 	// V(1). The zero Logger discards.
 	Logger logr.Logger
@@ -75,11 +89,17 @@ type Config struct {
 // peers are alive. Create it with New, give it peers with SetPeers and
 // start it with Run. All methods are safe for concurrent use.
 type Mesh struct {
-	self     string
-	interval time.Duration
-	timeout  time.Duration
-	log      logr.Logger
-	metrics  *Metrics
+	self string
+	// baseInterval and baseTimeout are the configured timing, maxRate the
+	// packet budget; interval and timeout (guarded by mu) the timing in
+	// effect for the current number of peers (see Config.MaxRate).
+	baseInterval time.Duration
+	baseTimeout  time.Duration
+	maxRate      int
+	interval     time.Duration
+	timeout      time.Duration
+	log          logr.Logger
+	metrics      *Metrics
 
 	conn *net.UDPConn
 	addr netip.AddrPort
@@ -109,6 +129,14 @@ type Mesh struct {
 	changes chan struct{}
 	// kick asks Run to send heartbeats now (new peers).
 	kick chan struct{}
+
+	// settled is closed once the mesh has had a peer list and has heard
+	// from every peer on it, or waited one detection period (see Settled);
+	// havePeers is closed by the first SetPeers, peersAt is when (under mu).
+	settled    chan struct{}
+	settleOnce sync.Once
+	havePeers  chan struct{}
+	peersOnce  sync.Once
 
 	left      atomic.Bool
 	running   atomic.Bool
@@ -224,6 +252,12 @@ func New(cfg Config) (*Mesh, error) {
 	if cfg.Interval < 0 || cfg.Timeout <= cfg.Interval {
 		return nil, fmt.Errorf("membership: need 0 < Interval < Timeout, got Interval %v, Timeout %v", cfg.Interval, cfg.Timeout)
 	}
+	if cfg.MaxRate == 0 {
+		cfg.MaxRate = DefaultMaxRate
+	}
+	if cfg.MaxRate < 0 {
+		return nil, fmt.Errorf("membership: MaxRate must be positive, got %d", cfg.MaxRate)
+	}
 	var b [8]byte
 	var inc uint64
 	for inc == 0 {
@@ -240,21 +274,26 @@ func New(cfg Config) (*Mesh, error) {
 	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	macKey := deriveKey(cfg.Key)
 	m := &Mesh{
-		self:     cfg.Self,
-		interval: cfg.Interval,
-		timeout:  cfg.Timeout,
-		log:      cfg.Logger,
-		metrics:  cfg.Metrics,
-		conn:     conn,
-		addr:     netip.AddrPortFrom(local.Addr().Unmap(), local.Port()),
-		inc:      inc,
-		start:    time.Now(),
-		sendMAC:  newMacer(macKey),
-		sendBuf:  make([]byte, 0, maxPacketLen),
-		recvMAC:  newMacer(macKey),
-		peers:    make(map[string]*peer),
-		changes:  make(chan struct{}, 1),
-		kick:     make(chan struct{}, 1),
+		self:         cfg.Self,
+		baseInterval: cfg.Interval,
+		baseTimeout:  cfg.Timeout,
+		maxRate:      cfg.MaxRate,
+		interval:     cfg.Interval,
+		timeout:      cfg.Timeout,
+		settled:      make(chan struct{}),
+		havePeers:    make(chan struct{}),
+		log:          cfg.Logger,
+		metrics:      cfg.Metrics,
+		conn:         conn,
+		addr:         netip.AddrPortFrom(local.Addr().Unmap(), local.Port()),
+		inc:          inc,
+		start:        time.Now(),
+		sendMAC:      newMacer(macKey),
+		sendBuf:      make([]byte, 0, maxPacketLen),
+		recvMAC:      newMacer(macKey),
+		peers:        make(map[string]*peer),
+		changes:      make(chan struct{}, 1),
+		kick:         make(chan struct{}, 1),
 	}
 	m.alive.Store(&map[string]bool{m.self: true})
 	m.metrics.peersAlive(0)
@@ -280,6 +319,53 @@ func (m *Mesh) Alive() map[string]bool {
 // or locking.
 func (m *Mesh) IsAlive(node string) bool {
 	return (*m.alive.Load())[node]
+}
+
+// Timing returns the heartbeat interval and the timeout in effect: the
+// configured ones, stretched when there are more peers than the packet
+// budget allows (Config.MaxRate).
+func (m *Mesh) Timing() (interval, timeout time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.interval, m.timeout
+}
+
+// scaleLocked sets the timing for n peers.
+func (m *Mesh) scaleLocked(n int) {
+	iv := m.baseInterval
+	if min := time.Duration(n) * time.Second / time.Duration(m.maxRate); min > iv {
+		iv = min
+	}
+	m.interval = iv
+	m.timeout = time.Duration(float64(m.baseTimeout) * float64(iv) / float64(m.baseInterval))
+}
+
+// Settled tells whether the mesh has had a peer list (SetPeers) and has
+// since heard from every peer on it, or waited one detection period
+// (Timeout+Interval) for those it has not. Until then every peer not yet
+// heard from looks dead, and a speaker acting on that view would claim
+// their addresses only to hand them back a moment later; a consumer
+// should not act on deaths before it. Changes is notified when it
+// becomes true. Once true it stays true.
+func (m *Mesh) Settled() bool {
+	select {
+	case <-m.settled:
+		return true
+	default:
+		return false
+	}
+}
+
+// settle marks the mesh settled and notifies Changes.
+func (m *Mesh) settle(why string) {
+	m.settleOnce.Do(func() {
+		close(m.settled)
+		m.log.Info("mesh settled", "reason", why, "peersAlive", len(*m.alive.Load())-1)
+		select {
+		case m.changes <- struct{}{}:
+		default:
+		}
+	})
 }
 
 // Changes returns a channel that receives a value after Alive changes.
@@ -324,10 +410,18 @@ func (m *Mesh) SetPeers(peers map[string]netip.AddrPort) {
 		added = true
 		m.log.V(1).Info("peer added", "peer", name, "addr", addr.String())
 	}
+	oldInterval := m.interval
+	m.scaleLocked(len(m.peers))
+	added = added || m.interval != oldInterval // Run resets its ticker
 	if changed {
 		m.publishLocked()
 	}
+	all := m.allAliveLocked()
 	m.mu.Unlock()
+	m.peersOnce.Do(func() { close(m.havePeers) })
+	if all {
+		m.settle("every peer alive")
+	}
 
 	if added {
 		select {
@@ -380,12 +474,30 @@ func (m *Mesh) Run(ctx context.Context) error {
 	recvDone := make(chan error, 1)
 	go func() { recvDone <- m.receive() }()
 
-	ticker := time.NewTicker(m.interval)
+	interval, timeout := m.Timing()
+	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	// expiry fires when the first alive peer would time out, so that
 	// detection does not wait for the next tick.
-	expiry := time.NewTimer(m.timeout)
+	expiry := time.NewTimer(timeout)
 	defer expiry.Stop()
+	go func() {
+		// Peers not heard from one detection period after the peer list
+		// arrived are dead for now: settle anyway.
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.havePeers:
+		}
+		iv, to := m.Timing()
+		t := time.NewTimer(iv + to)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			m.settle("detection period passed")
+		}
+	}()
 	check := func() {
 		if next := m.expire(time.Now()); !next.IsZero() {
 			expiry.Reset(time.Until(next))
@@ -415,6 +527,11 @@ func (m *Mesh) Run(ctx context.Context) error {
 		case <-expiry.C:
 			check()
 		case <-m.kick:
+			// New peers; the interval may have stretched with them.
+			if iv, _ := m.Timing(); iv != interval {
+				interval = iv
+				ticker.Reset(interval)
+			}
 			m.sendHeartbeats()
 		}
 	}
@@ -598,6 +715,16 @@ func (m *Mesh) setAliveLocked(name string, p *peer, alive bool, reason string) {
 	m.log.Info("peer "+state, "peer", name, "reason", reason)
 }
 
+// allAliveLocked tells whether every peer is alive.
+func (m *Mesh) allAliveLocked() bool {
+	for _, p := range m.peers {
+		if !p.alive {
+			return false
+		}
+	}
+	return true
+}
+
 // publishLocked replaces the Alive snapshot and notifies Changes.
 func (m *Mesh) publishLocked() {
 	snap := map[string]bool{m.self: true}
@@ -610,6 +737,13 @@ func (m *Mesh) publishLocked() {
 	m.metrics.peersAlive(len(snap) - 1)
 	select {
 	case m.changes <- struct{}{}:
+	default:
+	}
+	select {
+	case <-m.havePeers:
+		if m.allAliveLocked() {
+			m.settle("every peer alive")
+		}
 	default:
 	}
 }

@@ -852,3 +852,131 @@ func TestRestart(t *testing.T) {
 		})
 	}
 }
+
+func TestTimingScalesWithPeers(t *testing.T) {
+	tests := []struct {
+		peers             int
+		interval, timeout time.Duration
+	}{
+		{0, 100 * time.Millisecond, 400 * time.Millisecond},
+		{25, 100 * time.Millisecond, 400 * time.Millisecond},
+		{49, 196 * time.Millisecond, 784 * time.Millisecond},
+		{99, 396 * time.Millisecond, 1584 * time.Millisecond},
+		{10, 100 * time.Millisecond, 400 * time.Millisecond}, // shrinks back
+	}
+	m, err := New(Config{Self: "self", Bind: loopback0, Key: testKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, tt := range tests {
+		peers := map[string]netip.AddrPort{}
+		for i := range tt.peers {
+			peers[fmt.Sprintf("p%d", i)] = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(10000+i))
+		}
+		m.SetPeers(peers)
+		if iv, to := m.Timing(); iv != tt.interval || to != tt.timeout {
+			t.Errorf("%d peers: interval %v, timeout %v; want %v, %v", tt.peers, iv, to, tt.interval, tt.timeout)
+		}
+	}
+}
+
+// TestTimingStretchesRun checks that a running mesh really sends at the
+// stretched interval: the budget is a rate, not a number on paper.
+func TestTimingStretchesRun(t *testing.T) {
+	t.Parallel()
+	met := NewMetrics(nil)
+	m, err := New(Config{Self: "self", Bind: loopback0, Key: testKey(), Metrics: met, MaxRate: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ten silent peers (bound sockets that never answer) at 20 packets/s:
+	// one heartbeat each per 500 ms instead of per 100 ms.
+	peers := map[string]netip.AddrPort{}
+	var sinks []*net.UDPConn
+	for i := range 10 {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(loopback0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sinks = append(sinks, c)
+		peers[fmt.Sprintf("p%d", i)] = c.LocalAddr().(*net.UDPAddr).AddrPort()
+	}
+	defer func() {
+		for _, c := range sinks {
+			c.Close()
+		}
+	}()
+	m.SetPeers(peers)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	var got atomic.Int64
+	for _, c := range sinks {
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+					return
+				}
+				got.Add(1)
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	cancel()
+	<-done
+	// 2 s at 20/s is about 40, plus the first round and the leaving
+	// messages (3 per peer); at the unstretched 100 ms it would be 200+.
+	if n := got.Load(); n < 30 || n > 90 {
+		t.Errorf("%d packets to 10 peers in 2 s at MaxRate 20, want about 40 (+30 leaving)", n)
+	}
+}
+
+func TestSettled(t *testing.T) {
+	t.Parallel()
+	t.Run("every peer heard", func(t *testing.T) {
+		t.Parallel()
+		nodes := cluster(t, "a", "b", "c")
+		start := time.Now()
+		waitAllAlive(t, nodes, 2*time.Second)
+		for _, n := range nodes {
+			for !n.m.Settled() {
+				select {
+				case <-n.m.Changes():
+				case <-time.After(2 * time.Second):
+					t.Fatalf("%s not settled with every peer alive", n.name)
+				}
+			}
+		}
+		// Well before the detection period: it did not wait for it.
+		if d := time.Since(start); d >= DefaultTimeout+DefaultInterval {
+			t.Errorf("settled after %v, want before %v", d, DefaultTimeout+DefaultInterval)
+		}
+	})
+	t.Run("a peer never heard", func(t *testing.T) {
+		t.Parallel()
+		a := newNode(t, "a", testKey())
+		a.start(t)
+		// No peer list yet: however long, not settled.
+		time.Sleep(DefaultTimeout + 2*DefaultInterval)
+		if a.m.Settled() {
+			t.Fatal("settled before any peer list")
+		}
+		set := time.Now()
+		a.m.SetPeers(map[string]netip.AddrPort{"ghost": netip.MustParseAddrPort("127.0.0.1:9")})
+		for !a.m.Settled() {
+			select {
+			case <-a.m.Changes():
+			case <-time.After(2 * time.Second):
+				t.Fatal("not settled 2 s after the peer list")
+			}
+		}
+		if d := time.Since(set); d < DefaultTimeout+DefaultInterval {
+			t.Errorf("settled %v after the peer list, before the detection period %v", d, DefaultTimeout+DefaultInterval)
+		}
+		if a.m.IsAlive("ghost") {
+			t.Error("ghost alive")
+		}
+	})
+}

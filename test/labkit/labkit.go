@@ -85,6 +85,16 @@ func (s *Speaker) Stop() {
 	}
 }
 
+// Exited tells whether the process has ended (crashed, or stopped).
+func (s *Speaker) Exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Kill ends the speaker at once (SIGKILL: a crash).
 func (s *Speaker) Kill() {
 	_ = s.Cmd.Process.Kill()

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 
 	"github.com/ironlb/ironlb/internal/netnsrun"
@@ -34,6 +35,8 @@ type Lab struct {
 	bridge string // namespace holding the bridge
 	made   []string
 	links  int // bridge ports added by AddLink
+	// sysctls holds the host-wide settings New raised, to restore.
+	sysctls map[string]string
 }
 
 // Check says in one sentence why labs cannot run here, or nil.
@@ -73,11 +76,48 @@ func New(prefix string, v4, v6 netip.Prefix, base int, names ...string) (*Lab, e
 		return nil, err
 	}
 	l := &Lab{Prefix: prefix, Hosts: map[string]*Host{}, bridge: prefix + "lan"}
+	if err := l.raiseNeighLimits(len(names)); err != nil {
+		return nil, err
+	}
 	if err := l.build(v4, v6, base, names); err != nil {
 		_ = l.Close()
 		return nil, err
 	}
 	return l, nil
+}
+
+// raiseNeighLimits makes room in the kernel's neighbour (ARP/NDP) tables
+// for a lab of n hosts. Those tables are shared by every namespace, and
+// their default limit (gc_thresh3 = 1024 entries) is far below what 50
+// hosts that all talk to each other need (50² entries, plus the clients'
+// entries for every address they resolve). At the limit the kernel drops
+// entries and refuses new ones ("neighbour table overflow"): heartbeats
+// go unsent and peers look dead, which no real cluster of separate
+// machines would see. Raised only, and restored by Close.
+func (l *Lab) raiseNeighLimits(n int) error {
+	need := 2*(n+2)*(n+2) + 8192
+	want := map[string]int{"gc_thresh1": need, "gc_thresh2": 2 * need, "gc_thresh3": 4 * need}
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		for _, k := range []string{"gc_thresh3", "gc_thresh2", "gc_thresh1"} { // keep 1 ≤ 2 ≤ 3 throughout
+			path := "/proc/sys/net/" + fam + "/neigh/default/" + k
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("neighbour table limits: %w", err)
+			}
+			cur, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			if cur >= want[k] {
+				continue
+			}
+			if err := os.WriteFile(path, []byte(strconv.Itoa(want[k])), 0o644); err != nil {
+				return fmt.Errorf("neighbour table limits: %w", err)
+			}
+			if l.sysctls == nil {
+				l.sysctls = map[string]string{}
+			}
+			l.sysctls[path] = strings.TrimSpace(string(b))
+		}
+	}
+	return nil
 }
 
 func (l *Lab) addNS(name string) error {
@@ -219,6 +259,17 @@ func (l *Lab) Close() error {
 			errs = append(errs, strings.TrimSpace(out))
 		}
 	}
+	// Lowest first, so that 1 ≤ 2 ≤ 3 holds at every step.
+	for _, k := range []string{"gc_thresh1", "gc_thresh2", "gc_thresh3"} {
+		for path, old := range l.sysctls {
+			if strings.HasSuffix(path, k) {
+				if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+					errs = append(errs, err.Error())
+				}
+			}
+		}
+	}
+	l.sysctls = nil
 	if len(errs) > 0 {
 		return fmt.Errorf("remove namespaces: %s", strings.Join(errs, "; "))
 	}
