@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -131,6 +132,9 @@ type Reconciler struct {
 	publishing bool
 	// republishQueued: a Republish is scheduled (RequestRepublish).
 	republishQueued bool
+	// settledOnce returns the start-up garbage to the OS after the first
+	// full pass.
+	settledOnce sync.Once
 }
 
 // republishDelay coalesces the announcers' reports (an address on the
@@ -393,6 +397,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			}
 		})
 	}
+	// Listing every Service at start leaves a heap several times the
+	// size of what stays live (the decoded lists, the first plans); the
+	// runtime would return it to the OS over minutes. A node's memory is
+	// better back now: one forced collection, once.
+	r.settledOnce.Do(func() { go debug.FreeOSMemory() })
 	pub := &publication{svcs: svcList.Items, announcing: announcing, plan: plan, bgp: bgpPlan, alive: alive}
 	r.mu.Lock()
 	r.lastPub, r.lastAnns = pub, touched

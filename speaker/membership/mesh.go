@@ -471,8 +471,10 @@ func (m *Mesh) Run(ctx context.Context) error {
 		return errors.New("membership: Run called twice")
 	}
 	defer m.Close()
-	recvDone := make(chan error, 1)
-	go func() { recvDone <- m.receive() }()
+	rx, err := newPoller(m.conn)
+	if err != nil {
+		return fmt.Errorf("membership: %w", err)
+	}
 
 	interval, timeout := m.Timing()
 	ticker := time.NewTicker(interval)
@@ -506,6 +508,25 @@ func (m *Mesh) Run(ctx context.Context) error {
 		}
 	}
 
+	// Received packets are read when Run wakes anyway (each tick, each
+	// expiry), not as they arrive: one wakeup per Interval instead of one
+	// per packet (peers per Interval). On small virtual machines waking a
+	// process costs far more than handling a packet, and per-packet
+	// wakeups were most of an idle speaker's CPU. The kernel's arrival
+	// timestamps keep the freshness and expiry arithmetic exact; what
+	// waits up to an Interval is the reaction to a packet: a peer's
+	// leaving message, and each step of a handshake, which the tick's
+	// heartbeats answer (a reply of its own would say the same).
+	poll := func() error {
+		if err := rx.drain(m.hooks.dropIn.Load, m.receivePacket); err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				err = net.ErrClosed // Close was called under Run
+			}
+			return fmt.Errorf("membership: receive: %w", err)
+		}
+		return nil
+	}
+
 	m.sendHeartbeats()
 	for {
 		select {
@@ -514,17 +535,18 @@ func (m *Mesh) Run(ctx context.Context) error {
 				m.Leave()
 			}
 			m.Close()
-			<-recvDone
 			return nil
-		case err := <-recvDone:
-			if err == nil {
-				err = net.ErrClosed // Close was called under Run
-			}
-			return fmt.Errorf("membership: receive: %w", err)
 		case <-ticker.C:
+			if err := poll(); err != nil {
+				return err
+			}
 			m.sendHeartbeats()
 			check()
 		case <-expiry.C:
+			// A heartbeat may be waiting in the socket: read it first.
+			if err := poll(); err != nil {
+				return err
+			}
 			check()
 		case <-m.kick:
 			// New peers; the interval may have stretched with them.
@@ -537,31 +559,14 @@ func (m *Mesh) Run(ctx context.Context) error {
 	}
 }
 
-// receive reads packets until the socket is closed.
-func (m *Mesh) receive() error {
-	buf := make([]byte, recvBufLen)
-	for {
-		n, from, err := m.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Transient (e.g. ENOMEM): don't spin, don't give up.
-			m.log.V(1).Info("receive failed", "error", err.Error())
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		if m.hooks.dropIn.Load() {
-			continue
-		}
-		result, reply := m.handle(buf[:n], time.Now())
-		m.metrics.packet(result)
-		if result != resultOK {
-			m.log.V(1).Info("packet rejected", "from", from.String(), "result", result)
-		}
-		if reply != nil {
-			m.send(msgHeartbeat, *reply)
-		}
+// receivePacket handles one datagram that arrived at the given time.
+// Replies are not sent: the heartbeats sent right after each read answer
+// every peer.
+func (m *Mesh) receivePacket(b []byte, arrived time.Time) {
+	result, _ := m.handle(b, arrived)
+	m.metrics.packet(result)
+	if result != resultOK {
+		m.log.V(1).Info("packet rejected", "result", result)
 	}
 }
 

@@ -314,8 +314,10 @@ func TestGracefulLeave(t *testing.T) {
 					t.Errorf("leave detected after %v, want < 200ms", d)
 				}
 			}
-			if p50 > 50*time.Millisecond {
-				t.Errorf("median leave detection %v, want ≤ 50ms", p50)
+			// The leaving message waits in the socket until the observer's
+			// next tick: uniform over one Interval, median half of it.
+			if p50 > DefaultInterval {
+				t.Errorf("median leave detection %v, want ≤ %v", p50, DefaultInterval)
 			}
 		})
 	}

@@ -122,6 +122,20 @@ func scrapeSpeaker(ns string) (speakerScrape, error) {
 	return out, sc.Err()
 }
 
+// heapProfile saves a heap profile of one speaker to file.
+func heapProfile(ns, file string) error {
+	resp, err := speakerHTTP(ns, 30*time.Second).Get("http://" + scaleMetricsAddr + "/debug/pprof/heap")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o644)
+}
+
 // profileSpeaker saves a CPU profile of one speaker (its --pprof
 // endpoint) over d to file.
 func profileSpeaker(ns string, d time.Duration, file string) error {
@@ -312,9 +326,9 @@ func (d durs) q(q float64) float64 {
 // idleWindow measures every speaker over one idle window: CPU % of one
 // core, RSS, and the API requests they make.
 type idleResult struct {
-	cpuPct, rssMiB, hwmMiB durs
-	reqPerSec              float64
-	byMethod               map[string]float64
+	cpuPct, rssMiB, hwmMiB, anonMiB durs
+	reqPerSec                       float64
+	byMethod                        map[string]float64
 	// peersAlive is each speaker's count of live peers at the end;
 	// transitions the liveness changes all speakers saw in the window
 	// (0 when the mesh is steady).
@@ -366,6 +380,7 @@ func measureIdle(t *testing.T, lab *netlab.Lab, speakers []*labkit.Speaker, pids
 		res.cpuPct = append(res.cpuPct, 100*(p1[i].CPU-p0[i].CPU).Seconds()/elapsed.Seconds())
 		res.rssMiB = append(res.rssMiB, float64(p1[i].RSS)/(1<<20))
 		res.hwmMiB = append(res.hwmMiB, float64(p1[i].HWM)/(1<<20))
+		res.anonMiB = append(res.anonMiB, float64(p1[i].RSSAnon)/(1<<20))
 		res.peersAlive = append(res.peersAlive, r1[i].peersAlive)
 		res.transitions += r1[i].transitions - r0[i].transitions
 		for m, v := range r1[i].requests {
@@ -383,6 +398,7 @@ func measureIdle(t *testing.T, lab *netlab.Lab, speakers []*labkit.Speaker, pids
 func (r idleResult) lines(b *strings.Builder, label string, window time.Duration) {
 	fmt.Fprintf(b, "| %s: idle CPU, %% of one core over %s | %.3f%% | %.3f%% |\n", label, window, r.cpuPct.median(), r.cpuPct.max())
 	fmt.Fprintf(b, "| %s: RSS (VmRSS) at the end of the window | %.1f MiB | %.1f MiB |\n", label, r.rssMiB.median(), r.rssMiB.max())
+	fmt.Fprintf(b, "| %s: of which private (RssAnon: heap, stacks; the rest is the executable's pages) | %.1f MiB | %.1f MiB |\n", label, r.anonMiB.median(), r.anonMiB.max())
 	fmt.Fprintf(b, "| %s: peak RSS (VmHWM) since start | %.1f MiB | %.1f MiB |\n", label, r.hwmMiB.median(), r.hwmMiB.max())
 	fmt.Fprintf(b, "| %s: peers seen alive at the end of the window (the max column: the fewest) | %.0f | %.0f |\n", label, r.peersAlive.median(), r.peersAlive.q(0))
 }
@@ -662,6 +678,9 @@ func TestBenchSpeakerScale(t *testing.T) {
 		go func() {
 			if err := profileSpeaker(lab.Hosts[nodes[0]].Name, *scaleIdle-2*time.Second, *scaleProfile); err != nil {
 				t.Logf("profile: %v", err)
+			}
+			if err := heapProfile(lab.Hosts[nodes[0]].Name, *scaleProfile+".heap"); err != nil {
+				t.Logf("heap profile: %v", err)
 			}
 		}()
 	}

@@ -63,6 +63,10 @@ func WriteSection(path, name, body string) error {
 type Proc struct {
 	CPU      time.Duration
 	RSS, HWM int64 // bytes
+	// RSSAnon is the private part of RSS (heap, stacks); the rest is
+	// mostly the executable's pages, shared with every process of the
+	// same binary.
+	RSSAnon int64
 }
 
 // clkTck is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
@@ -97,6 +101,8 @@ func ReadProc(pid int) (Proc, error) {
 			p.RSS = v << 10
 		case "VmHWM:":
 			p.HWM = v << 10
+		case "RssAnon:":
+			p.RSSAnon = v << 10
 		}
 	}
 	return p, nil
