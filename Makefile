@@ -58,7 +58,7 @@ test: deps k8s-binaries helm lint build
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzParse -fuzztime 50000x ./config
 
 bench-ipam:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./ipam | tee bin/bench-ipam.txt
+	mkdir -p bin && $(GO) test -run '^$$' -bench . -benchmem -count 6 ./ipam ./speaker/announce | tee bin/bench-ipam.txt
 
 bench-controller: k8s-binaries
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-report=$(CURDIR)/bin/bench-controller.txt
@@ -70,15 +70,20 @@ bench-scale: k8s-binaries build
 	$(GO) test -tags bench -count=1 -timeout 40m -run '^TestBenchScale$$' -v ./test/bench/ -args -scale-services=$${N:-10000} -scale-rate=$${RATE:-25} -scale-report=$(CURDIR)/docs/scale.md
 	$(GO) test -tags bench -count=1 -timeout 40m -run '^TestBenchSpeakerScale$$' -v ./test/e2e/ -args -scale-speakers=$${SPEAKERS:-50} -scale-ips=$${IPS:-2000} -scale-report=$(CURDIR)/docs/scale.md
 
-bench-failover: k8s-binaries build
-	$(GO) test -tags bench -count=1 -timeout 20m -run '^TestBench(Failover|Handover|PingFailover)$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}
+# bench: every benchmark, one after the other (about an hour); each writes
+# its results with the command that produced them under docs/.
+bench: bench-ipam bench-scale bench-failover bench-bgp
 
-bench-bgp: k8s-binaries build
-	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchBGP' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20}
+bench-failover: deps k8s-binaries build
+	$(GO) test -tags bench -count=1 -timeout 20m -run '^TestBench(Failover|Handover|PingFailover)$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20} -report=$(CURDIR)/docs/performance.md
 
-# chaos: the long fault runs (the default suite runs the same tests short).
+bench-bgp: deps k8s-binaries build
+	$(GO) test -tags bench -count=1 -timeout 40m -run '^TestBenchBGP' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20} -report=$(CURDIR)/docs/performance.md
+
+# chaos: the long fault runs (the default suite runs the same tests
+# shorter), written into docs/reliability.md.
 chaos: deps k8s-binaries build
-	$(GO) test -count=1 -timeout 30m -run '^(TestAPIServerOutage|TestControllerChaos)$$' -v ./test/e2e/ -args -outage=60s -controller-kills=20
+	$(GO) test -count=1 -timeout 40m -run '^(TestAPIServerOutage|TestBGPEndToEnd|TestControllerChaos)$$' -v ./test/e2e/ -args -outage=60s -bgp-outage=60s -controller-kills=20 -report=$(CURDIR)/docs/reliability.md
 
 IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
 image:

@@ -88,9 +88,6 @@ const (
 	defaultGratuitousInterval = 200 * time.Millisecond
 	defaultProbeTimeout       = 200 * time.Millisecond
 	defaultYieldTimeout       = 2 * time.Second
-	// peerRetry is the mean pause before probing again an IP that another
-	// node of ours still answers for.
-	peerRetry = 200 * time.Millisecond
 
 	// defendInterval is RFC 5227's DEFEND_INTERVAL: while announcing, at
 	// most one conflict report and defensive announcement per IP per this
@@ -532,15 +529,14 @@ func (a *Announcer) manage(ctx context.Context, e *entry) {
 		a.setPhase(e, phaseNone)
 		if a.isPeer(c.mac) {
 			// Another node of ours still answers: it computes the same
-			// plan and lets go in moments. Not a conflict, and no growing
-			// backoff, which would leave the address dark for seconds.
-			log.V(1).Info("a peer still answers for the IP; probing again shortly", "peerMAC", c.mac.String())
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(peerRetry/2 + rand.N(peerRetry)):
-			}
-			continue
+			// plan, and is yielding the address until the new owner
+			// announces it (Moves.Yield), so waiting for it to go quiet
+			// would only wait for its yield timeout. Not a conflict: take
+			// the address over now; our announcement is what makes it
+			// withdraw. Should its plan still differ, both defend until
+			// the plans agree, as after a partition.
+			log.V(1).Info("a peer still answers for the IP; taking it over", "peerMAC", c.mac.String())
+			break
 		}
 		// Jitter (uniform in [backoff/2, 3*backoff/2)) so that two nodes
 		// wrongly told to take the same IP at the same time do not keep

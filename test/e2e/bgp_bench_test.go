@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/test/frr"
+	"github.com/ironlb/ironlb/test/netlab"
 )
 
 // The BGP benchmarks run the real speakers of three nodes against FRR
@@ -433,4 +435,80 @@ func TestBenchBGPGracefulRestart(t *testing.T) {
 	if total[0].missing+total[1].missing > 0 {
 		t.Errorf("graceful restart withdrew the node's route (RIB samples %d, FIB samples %d), want none", total[0].missing, total[1].missing)
 	}
+}
+
+// TestBenchBGPPingFailover: a client behind the router pings a
+// BGP-announced address every 10 ms; the node its flow is routed to
+// crashes (link down, speaker SIGKILL), and BFD (300 ms x 3) takes the
+// node out of the router's ECMP set. The longest run of lost pings is the
+// outage that client sees. Flows hashed to the other nodes lose nothing.
+func TestBenchBGPPingFailover(t *testing.T) {
+	profile := &v1beta1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast"}, Spec: v1beta1.BFDProfileSpec{
+		ReceiveInterval: ptr.To[int32](300), TransmitInterval: ptr.To[int32](300), DetectMultiplier: ptr.To[int32](3)}}
+	cl, rtr := bgpBench(t, true, func(p *v1beta1.BGPPeerSpec) { p.BFDProfile = "fast" }, profile)
+	ip := cl.servedService("web")
+	prefix := netip.PrefixFrom(ip, 32)
+	if err := cl.ecmp(rtr, prefix, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	client2, err := cl.lab.AddBehind("client2", "router", netip.MustParsePrefix("203.0.113.0/30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fib := kernelNextHops(t, rtr, prefix)
+	var windows, withdrawals []time.Duration
+	for i := range *failoverRuns {
+		bfdUp(t, rtr)
+		node := cl.flowNode(client2, ip)
+		p := startPing(t, client2, ip, 10*time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
+		d, err := cl.crashBGP(rtr, fib, node, prefix, 10*time.Second)
+		if err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+		time.Sleep(time.Second)
+		_, _, window := p.stop()
+		if window == 0 || window > 3*time.Second {
+			t.Fatalf("run %d: lost-ping window %s crashing %s, the node the flow was routed to", i, window, node)
+		}
+		windows, withdrawals = append(windows, window), append(withdrawals, d)
+		cl.reviveRouted(rtr, node, prefix)
+	}
+	report(t, "BGP: the node a client's flow is routed to crashes, BFD 300ms x3, 10 ms pings from behind the router (longest run of lost pings)", windows, "")
+	report(t, "BGP: the same crashes, until the router's FIB dropped the node", withdrawals, "")
+}
+
+// flowNode returns the node the router forwards from's packets to ip to:
+// the kernel's multipath choice for that flow (hash of the addresses).
+func (cl *cluster) flowNode(from *netlab.Host, ip netip.Addr) string {
+	cl.t.Helper()
+	rtr := cl.lab.Hosts["router"]
+	out, err := rtr.In("ip", "-o", "route", "get", from.IPv4.Addr().String())
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	dev := field(out, "dev")
+	out, err = rtr.In("ip", "-o", "route", "get", ip.String(), "from", from.IPv4.Addr().String(), "iif", dev)
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	via := field(out, "via")
+	for n := range cl.speakers {
+		if cl.lab.Hosts[n].IPv4.Addr().String() == via {
+			return n
+		}
+	}
+	cl.t.Fatalf("the router forwards %s's flow to %s via %q, not a node (%s)", from.Name, ip, via, out)
+	return ""
+}
+
+// field returns the word after key in an `ip -o` line.
+func field(line, key string) string {
+	f := strings.Fields(line)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == key {
+			return f[i+1]
+		}
+	}
+	return ""
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,8 @@ const (
 
 // bgpPool is routed, not on the LAN: only BGP makes it reachable.
 var bgpPool = v1beta1.AddressRange("198.19.10.0/24")
+
+var bgpOutage = flag.Duration("bgp-outage", 5*time.Second, "how long the API server is frozen in TestBGPEndToEnd (make chaos uses 60s)")
 
 // startRouter runs FRR in the "router" host, peering with every node over
 // eBGP, and makes it the nodes' default gateway (for the replies to
@@ -185,14 +188,23 @@ func TestBGPEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A client behind the router pings throughout.
+	pings := startPing(t, client2, ip, 10*time.Millisecond)
 	thaw := cl.freezeAPIServer()
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+	checks := 0
+	for end := time.Now().Add(*bgpOutage); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
 		nh, err := rtr.Routes(frr.IPv4)
 		if err != nil || len(nh[prefix]) != 3 {
 			t.Fatalf("during the API outage FRR has next hops %v for %s (%v)", nh[prefix], prefix, err)
 		}
+		checks++
 	}
 	thaw()
+	if sent, lost, _ := pings.stop(); lost > 0 || sent < int(*bgpOutage/(20*time.Millisecond)) {
+		t.Errorf("during the API outage %d of %d pings from behind the router were lost", lost, sent)
+	} else {
+		logRecord(t, "API server frozen %s (SIGSTOP): the router had the 3 next hops in all %d checks of its RIB; %d pings 10 ms apart from a client behind the router, none lost", *bgpOutage, checks, sent)
+	}
 
 	cl.waitAnnounced("web", metav1.ConditionTrue, "BGP from 3 nodes (node1, node2, node3)")
 	cl.waitNodeStatus("node1", func(st v1beta1.BGPNodeStatusStatus) bool {

@@ -254,8 +254,10 @@ func TestControllerChaos(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("%d kills, %d leader changes, %d Services created, %d deleted, %d seen with addresses; %d violations",
+	summary := fmt.Sprintf("%d kills, %d leader changes, %d Services created, %d deleted, %d seen with addresses; %d violations",
 		*controllerKills, after-before, created, deleted, len(first), len(violations))
+	t.Log(summary)
+	record(t, summary)
 	for _, v := range violations {
 		t.Error(v)
 	}

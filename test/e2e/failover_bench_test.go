@@ -63,6 +63,7 @@ func TestBenchHandover(t *testing.T) {
 	msg := fmt.Sprintf("rejoin after restart: address moved back to the restarted node in %d of %d runs, unanswered resolves in all runs: %d", moves, *failoverRuns, rejoinMissed)
 	t.Log(msg)
 	fmt.Println(msg)
+	record(t, msg)
 }
 
 // rejoin restarts node's speaker while the client keeps resolving ip, and
@@ -124,6 +125,7 @@ func report(t *testing.T, what string, samples []time.Duration, extra string) {
 		what, len(samples), p(.5).Round(time.Microsecond), p(.9).Round(time.Microsecond), p(.99).Round(time.Microsecond), samples[len(samples)-1].Round(time.Microsecond), extra)
 	t.Log(msg)
 	fmt.Println(msg)
+	record(t, msg)
 }
 
 // TestBenchPingFailover: a client pings the Service address every 10 ms

@@ -78,18 +78,18 @@ func TestAPIServerOutage(t *testing.T) {
 		checks++
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("%d ARP checks in %s of outage: always answered by %s", checks, half, owner)
+	logRecord(t, "API server frozen %s (SIGSTOP): %d ARP checks in its first %s, always answered by %s", *outage, checks, half, owner)
 	if sent, lost, _ := pings.stop(); lost > 0 || sent < int(half/(20*time.Millisecond)) {
 		t.Errorf("during the API outage %d of %d pings were lost", lost, sent)
 	} else {
-		t.Logf("%d pings 10 ms apart during the outage, none lost", sent)
+		logRecord(t, "%d pings 10 ms apart from the client during the first %s of the outage, none lost", sent, half)
 	}
 
 	d, err := cl.crash(owner, ip)
 	if err != nil {
 		t.Fatalf("failover during the API outage: %v", err)
 	}
-	t.Logf("failover during the API outage: %s", d)
+	logRecord(t, "the owner crashed during the outage: another node answered after %s (liveness comes from the mesh, not the API server)", d)
 	next := cl.waitOwner(ip, 5*time.Second, owner)
 	deadline = time.Now().Add(*outage - half)
 	for time.Now().Before(deadline) {
