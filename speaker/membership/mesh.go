@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/net/ipv4"
 )
 
 const (
@@ -102,7 +103,10 @@ type Mesh struct {
 	metrics      *Metrics
 
 	conn *net.UDPConn
-	addr netip.AddrPort
+	// urgent receives the leaving messages (see listenPair); nil if the
+	// kernel can't steer them.
+	urgent *net.UDPConn
+	addr   netip.AddrPort
 
 	// inc is this process's incarnation. start is the origin of the
 	// sequence numbers: a sequence is the monotonic time it was sent at,
@@ -115,8 +119,12 @@ type Mesh struct {
 	// orders the leaving message after every heartbeat.
 	sendMu  sync.Mutex
 	sendMAC *macer
-	sendBuf []byte
-	lastSeq uint64
+	// batch sends many datagrams in one call; sendBufs and sendMsgs are
+	// its reused buffers.
+	batch    batchWriter
+	sendBufs [][]byte
+	sendMsgs []ipv4.Message
+	lastSeq  uint64
 
 	// mu guards the peers and the receiving MAC.
 	mu      sync.Mutex
@@ -267,7 +275,7 @@ func New(cfg Config) (*Mesh, error) {
 		inc = binary.BigEndian.Uint64(b[:])
 	}
 	bind := netip.AddrPortFrom(cfg.Bind.Addr().Unmap(), cfg.Bind.Port())
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(bind))
+	conn, urgent, err := listenPair(bind)
 	if err != nil {
 		return nil, fmt.Errorf("membership: listen on %v: %w", bind, err)
 	}
@@ -285,11 +293,12 @@ func New(cfg Config) (*Mesh, error) {
 		log:          cfg.Logger,
 		metrics:      cfg.Metrics,
 		conn:         conn,
+		urgent:       urgent,
+		batch:        newBatchWriter(conn, bind.Addr()),
 		addr:         netip.AddrPortFrom(local.Addr().Unmap(), local.Port()),
 		inc:          inc,
 		start:        time.Now(),
 		sendMAC:      newMacer(macKey),
-		sendBuf:      make([]byte, 0, maxPacketLen),
 		recvMAC:      newMacer(macKey),
 		peers:        make(map[string]*peer),
 		changes:      make(chan struct{}, 1),
@@ -446,9 +455,7 @@ func (m *Mesh) Leave() {
 		if i > 0 {
 			time.Sleep(leaveGap)
 		}
-		for _, t := range m.targets() {
-			m.send(msgLeaving, t)
-		}
+		m.sendAll(msgLeaving, m.targets())
 	}
 	m.log.Info("left the mesh")
 }
@@ -457,7 +464,12 @@ func (m *Mesh) Leave() {
 // Idempotent.
 func (m *Mesh) Close() error {
 	var err error
-	m.closeOnce.Do(func() { err = m.conn.Close() })
+	m.closeOnce.Do(func() {
+		err = m.conn.Close()
+		if m.urgent != nil {
+			m.urgent.Close()
+		}
+	})
 	return err
 }
 
@@ -474,6 +486,22 @@ func (m *Mesh) Run(ctx context.Context) error {
 	rx, err := newPoller(m.conn)
 	if err != nil {
 		return fmt.Errorf("membership: %w", err)
+	}
+	if m.urgent != nil {
+		// Goodbyes only: this wakes once per leaving peer.
+		go func() {
+			buf := make([]byte, recvBufLen)
+			for {
+				n, _, err := m.urgent.ReadFromUDPAddrPort(buf)
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				if err != nil || m.hooks.dropIn.Load() {
+					continue
+				}
+				m.receivePacket(buf[:n], time.Now())
+			}
+		}()
 	}
 
 	interval, timeout := m.Timing()
@@ -765,16 +793,13 @@ func (m *Mesh) targets() []target {
 }
 
 func (m *Mesh) sendHeartbeats() {
-	if m.left.Load() {
-		return
-	}
-	for _, t := range m.targets() {
-		m.send(msgHeartbeat, t)
-	}
+	m.sendAll(msgHeartbeat, m.targets())
 }
 
-// send builds, signs and sends one packet.
-func (m *Mesh) send(typ msgType, t target) {
+// sendAll builds, signs and sends one packet per target, all in one
+// system call where the platform allows (sendmmsg): a heartbeat round to
+// every peer costs one kernel entry, not one per peer.
+func (m *Mesh) sendAll(typ msgType, ts []target) {
 	m.sendMu.Lock()
 	defer m.sendMu.Unlock()
 	// Checked under sendMu: Leave sets left before sending its first
@@ -783,25 +808,43 @@ func (m *Mesh) send(typ msgType, t target) {
 	if typ == msgHeartbeat && m.left.Load() {
 		return
 	}
-	seq := uint64(max(time.Since(m.start), 0))
-	if seq <= m.lastSeq {
-		seq = m.lastSeq + 1
+	for len(m.sendBufs) < len(ts) {
+		m.sendBufs = append(m.sendBufs, make([]byte, 0, maxPacketLen))
 	}
-	m.lastSeq = seq
+	msgs := m.sendMsgs[:0]
+	for i, t := range ts {
+		seq := uint64(max(time.Since(m.start), 0))
+		if seq <= m.lastSeq {
+			seq = m.lastSeq + 1
+		}
+		m.lastSeq = seq
+		msg := message{
+			typ:     typ,
+			sender:  m.self,
+			dest:    t.name,
+			inc:     m.inc,
+			seq:     seq,
+			echoInc: t.echoInc,
+			echoSeq: t.echoSeq,
+		}
+		m.sendBufs[i] = m.sendMAC.seal(msg.appendBody(m.sendBufs[i][:0]))
+		msgs = append(msgs, ipv4.Message{Buffers: [][]byte{m.sendBufs[i]}, Addr: net.UDPAddrFromAddrPort(t.addr)})
+	}
+	m.sendMsgs = msgs
 	if m.hooks.dropOut.Load() {
 		return
 	}
-	msg := message{
-		typ:     typ,
-		sender:  m.self,
-		dest:    t.name,
-		inc:     m.inc,
-		seq:     seq,
-		echoInc: t.echoInc,
-		echoSeq: t.echoSeq,
-	}
-	m.sendBuf = m.sendMAC.seal(msg.appendBody(m.sendBuf[:0]))
-	if _, err := m.conn.WriteToUDPAddrPort(m.sendBuf, t.addr); err != nil && !errors.Is(err, net.ErrClosed) {
-		m.log.V(1).Info("send failed", "peer", t.name, "addr", t.addr.String(), "type", typ.String(), "error", err.Error())
+	for len(msgs) > 0 {
+		n, err := m.batch.WriteBatch(msgs, 0)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				m.log.V(1).Info("send failed", "peers", len(msgs), "type", typ.String(), "error", err.Error())
+			}
+			return
+		}
+		if n <= 0 {
+			return
+		}
+		msgs = msgs[n:]
 	}
 }

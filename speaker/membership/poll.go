@@ -1,15 +1,34 @@
 package membership
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 	"time"
 	"unsafe"
 
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
+
+// batchWriter sends many datagrams in one call (sendmmsg on Linux; one by
+// one elsewhere). ipv4.Message and ipv6.Message are the same type.
+type batchWriter interface {
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// newBatchWriter returns the batch writer for a socket bound to an
+// address of bind's family.
+func newBatchWriter(c *net.UDPConn, bind netip.Addr) batchWriter {
+	if bind.Is4() || bind.Is4In6() {
+		return ipv4.NewPacketConn(c)
+	}
+	return ipv6.NewPacketConn(c)
+}
 
 // rcvBuf is the socket receive buffer asked for: the packets of an
 // Interval wait there until Run reads them (the kernel caps it at
@@ -97,4 +116,59 @@ func (p *poller) arrival(oob []byte) time.Time {
 		return now.Add(-age)
 	}
 	return now
+}
+
+// listenPair binds the mesh's two sockets on one address: main (polled
+// each tick) and urgent, to which the kernel steers leaving messages only
+// (a classic BPF program selects the socket of an SO_REUSEPORT group by
+// the packet's type byte), so that a goodbye wakes its reader at once
+// while heartbeats wake nobody. urgent is nil where steering is not
+// available; leaving messages are then read at the next tick.
+func listenPair(bind netip.AddrPort) (main, urgent *net.UDPConn, err error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ctx := context.Background()
+	pc, err := lc.ListenPacket(ctx, "udp", bind.String())
+	if err != nil {
+		// No SO_REUSEPORT: one plain socket.
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(bind))
+		return c, nil, err
+	}
+	main = pc.(*net.UDPConn)
+	local := main.LocalAddr().(*net.UDPAddr).AddrPort() // the port, if bind's was 0
+	pc2, err := lc.ListenPacket(ctx, "udp", local.String())
+	if err != nil {
+		return main, nil, nil
+	}
+	urgent = pc2.(*net.UDPConn)
+	// Index 0 of the group is main (bound first), 1 is urgent.
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_B | unix.BPF_ABS, K: typeOffset}, // A = payload[typeOffset]
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: uint32(msgLeaving)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+	}
+	rc, err := main.SyscallConn()
+	if err != nil {
+		urgent.Close()
+		return main, nil, nil
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	}); err != nil || serr != nil {
+		// Without steering the kernel would spread heartbeats over both
+		// sockets by hash: keep one.
+		urgent.Close()
+		return main, nil, nil
+	}
+	return main, urgent, nil
 }

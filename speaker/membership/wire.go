@@ -32,6 +32,8 @@ import (
 // packet is at most 558 bytes: it never fragments.
 const (
 	wireVersion = 1
+	// typeOffset is where the type byte is.
+	typeOffset = 1
 
 	// macLen is the truncated MAC length: 128 bits is plenty for an online
 	// forgery (every guess costs a packet) and halves the overhead.

@@ -609,6 +609,14 @@ func TestBenchSpeakerScale(t *testing.T) {
 	}
 	t0 := time.Now()
 	fmt.Fprintf(&b, "- %d speaker processes started in %s\n", nSpeakers, t0.Sub(spStart).Round(time.Millisecond))
+	if *scaleProfile != "" {
+		// Where a speaker's start-up CPU goes: its first 40 s.
+		go func() {
+			if err := profileSpeaker(lab.Hosts[nodes[len(nodes)/2]].Name, 40*time.Second, *scaleProfile+".start"); err != nil {
+				t.Logf("start-up profile: %v", err)
+			}
+		}()
+	}
 	allAt, missing := announced.untilAll(nIPs, *scaleBound)
 	if missing > 0 {
 		fmt.Fprintf(&b, "- **%d of %d Services not Announced** within %s of the last speaker start\n", missing, nIPs, *scaleBound)
