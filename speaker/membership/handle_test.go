@@ -61,52 +61,44 @@ func TestHandleSequence(t *testing.T) {
 	)
 	hb, lv := msgHeartbeat, msgLeaving
 	// One scenario, step by step: each step is a packet from p, the result
-	// it must get, whether p is alive afterwards and whether self replies.
+	// it must get and whether p is alive afterwards.
 	steps := []struct {
-		name      string
-		advance   time.Duration
-		typ       msgType
-		inc, seq  uint64
-		echoAgo   time.Duration
-		result    string
-		alive     bool
-		wantReply bool
+		name     string
+		advance  time.Duration
+		typ      msgType
+		inc, seq uint64
+		echoAgo  time.Duration
+		result   string
+		alive    bool
 	}{
-		{"first contact teaches the sequence only", 0, hb, 1, 100, none, resultOK, false, true},
-		{"fresh echo proves p alive, reply not rate-limited", 0, hb, 1, 101, fresh, resultOK, true, true},
-		{"exact replay", 0, hb, 1, 101, fresh, resultStale, true, false},
-		{"older sequence", 0, hb, 1, 99, fresh, resultStale, true, false},
-		{"steady state needs no reply", DefaultInterval, hb, 1, 102, fresh, resultOK, true, false},
-		{"echo exactly Timeout old still counts", 0, hb, 1, 103, DefaultTimeout, resultOK, true, false},
-		{"echo too old proves nothing", 0, hb, 1, 104, old, resultStale, true, true},
-		{"no echo", 0, hb, 1, 105, none, resultOK, true, false /* reply rate-limited */},
-		{"leaving of another incarnation", 0, lv, 2, 200, fresh, resultStale, true, false},
-		{"leaving", 0, lv, 1, 106, none, resultOK, false, false},
-		{"heartbeat overtaken by the leaving", 0, hb, 1, 105, fresh, resultStale, false, false},
-		{"replayed leaving", 0, lv, 1, 106, none, resultStale, false, false},
-		{"restart: new incarnation, fresh", time.Second, hb, 3, 5, fresh, resultOK, true, true},
-		{"old incarnation is superseded", 0, hb, 1, 1000, fresh, resultStale, true, false},
-		{"newer incarnation without fresh echo is refused, with a reply to teach it", DefaultInterval / 4, hb, 4, 1, none, resultStale, true, true},
-		{"newer incarnation with old echo, reply rate-limited", 0, hb, 4, 2, old, resultStale, true, false},
-		{"replayed leaving of the old incarnation", 0, lv, 1, 2000, fresh, resultStale, true, false},
-		{"current incarnation continues", DefaultInterval, hb, 3, 6, fresh, resultOK, true, false},
+		{"first contact teaches the sequence only", 0, hb, 1, 100, none, resultOK, false},
+		{"fresh echo proves p alive", 0, hb, 1, 101, fresh, resultOK, true},
+		{"exact replay", 0, hb, 1, 101, fresh, resultStale, true},
+		{"older sequence", 0, hb, 1, 99, fresh, resultStale, true},
+		{"steady state", DefaultInterval, hb, 1, 102, fresh, resultOK, true},
+		{"echo exactly Timeout old still counts", 0, hb, 1, 103, DefaultTimeout, resultOK, true},
+		{"echo too old proves nothing", 0, hb, 1, 104, old, resultStale, true},
+		{"no echo", 0, hb, 1, 105, none, resultOK, true},
+		{"leaving of another incarnation", 0, lv, 2, 200, fresh, resultStale, true},
+		{"leaving", 0, lv, 1, 106, none, resultOK, false},
+		{"heartbeat overtaken by the leaving", 0, hb, 1, 105, fresh, resultStale, false},
+		{"replayed leaving", 0, lv, 1, 106, none, resultStale, false},
+		{"restart: new incarnation, fresh", time.Second, hb, 3, 5, fresh, resultOK, true},
+		{"old incarnation is superseded", 0, hb, 1, 1000, fresh, resultStale, true},
+		{"newer incarnation without fresh echo is refused", DefaultInterval / 4, hb, 4, 1, none, resultStale, true},
+		{"newer incarnation with old echo", 0, hb, 4, 2, old, resultStale, true},
+		{"replayed leaving of the old incarnation", 0, lv, 1, 2000, fresh, resultStale, true},
+		{"current incarnation continues", DefaultInterval, hb, 3, 6, fresh, resultOK, true},
 	}
 	h := newHarness(t)
 	for _, s := range steps {
 		h.now = h.now.Add(s.advance)
-		result, reply := h.m.handle(h.pkt(s.typ, s.inc, s.seq, s.echoAgo), h.now)
+		result := h.m.handle(h.pkt(s.typ, s.inc, s.seq, s.echoAgo), h.now)
 		if result != s.result {
 			t.Errorf("%s: result %q, want %q", s.name, result, s.result)
 		}
 		if got := h.m.IsAlive("p"); got != s.alive {
 			t.Errorf("%s: alive %v, want %v", s.name, got, s.alive)
-		}
-		if (reply != nil) != s.wantReply {
-			t.Errorf("%s: reply %v, want %v", s.name, reply != nil, s.wantReply)
-		}
-		// A reply echoes p's current incarnation and newest sequence.
-		if p := h.m.peers["p"]; reply != nil && (reply.name != "p" || reply.echoInc != p.inc || reply.echoSeq != p.seq) {
-			t.Errorf("%s: reply %+v does not echo p's state %+v", s.name, *reply, *p)
 		}
 	}
 }
@@ -132,9 +124,8 @@ func TestHandleRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
-			result, reply := h.m.handle(tt.b, h.now)
-			if result != tt.result || reply != nil {
-				t.Errorf("got %q, reply %v; want %q, no reply", result, reply != nil, tt.result)
+			if result := h.m.handle(tt.b, h.now); result != tt.result {
+				t.Errorf("got %q, want %q", result, tt.result)
 			}
 			if p := h.m.peers["p"]; p.inc != 0 || p.seq != 0 {
 				t.Errorf("rejected packet changed the peer's state to %+v", *p)
@@ -147,16 +138,16 @@ func TestHandleRejects(t *testing.T) {
 // old process's packet, say) must not lock the real one out.
 func TestHandleUnconfirmedIncarnationIsReplaced(t *testing.T) {
 	h := newHarness(t)
-	if r, _ := h.m.handle(h.pkt(msgHeartbeat, 7, 1000, -1), h.now); r != resultOK {
+	if r := h.m.handle(h.pkt(msgHeartbeat, 7, 1000, -1), h.now); r != resultOK {
 		t.Fatalf("first packet: %q", r)
 	}
-	if r, _ := h.m.handle(h.pkt(msgHeartbeat, 8, 10, -1), h.now); r != resultOK {
+	if r := h.m.handle(h.pkt(msgHeartbeat, 8, 10, -1), h.now); r != resultOK {
 		t.Fatalf("other incarnation replacing an unconfirmed one: %q", r)
 	}
 	if p := h.m.peers["p"]; p.inc != 8 || p.seq != 10 || p.confirmed {
 		t.Fatalf("peer state %+v, want incarnation 8 at 10, unconfirmed", *p)
 	}
-	if r, _ := h.m.handle(h.pkt(msgHeartbeat, 8, 11, 0), h.now); r != resultOK || !h.m.IsAlive("p") {
+	if r := h.m.handle(h.pkt(msgHeartbeat, 8, 11, 0), h.now); r != resultOK || !h.m.IsAlive("p") {
 		t.Fatalf("fresh heartbeat: %q, alive %v", r, h.m.IsAlive("p"))
 	}
 }

@@ -184,7 +184,6 @@ type peer struct {
 
 	alive     bool
 	lastValid time.Time // arrival of the last fresh heartbeat
-	lastReply time.Time // last triggered reply, for rate limiting
 }
 
 func (p *peer) isSuperseded(inc uint64) bool {
@@ -588,10 +587,8 @@ func (m *Mesh) Run(ctx context.Context) error {
 }
 
 // receivePacket handles one datagram that arrived at the given time.
-// Replies are not sent: the heartbeats sent right after each read answer
-// every peer.
 func (m *Mesh) receivePacket(b []byte, arrived time.Time) {
-	result, _ := m.handle(b, arrived)
+	result := m.handle(b, arrived)
 	m.metrics.packet(result)
 	if result != resultOK {
 		m.log.V(1).Info("packet rejected", "result", result)
@@ -625,87 +622,58 @@ func (m *Mesh) classifyEcho(msg *message, now time.Time) echo {
 	return echoFresh
 }
 
-// handle processes one received datagram at time now. It returns the
-// result for the metrics, and a heartbeat to send back at once if the
-// sender needs our sequence to prove itself alive (it doesn't know our
-// current one), or to see us alive (it just became alive to us, or
-// restarted). Replies are only triggered by authenticated packets that
-// are not replays of the current incarnation, go to the peer's configured
-// address (never to the packet's source), and are rate-limited to four per
-// Interval per peer, plus one per liveness transition: they can't be used
-// for amplification or reflection.
-func (m *Mesh) handle(b []byte, now time.Time) (string, *target) {
+// handle processes one received datagram that arrived at time now, and
+// returns the result for the metrics. Nothing is sent in reply: the
+// heartbeats of the next tick carry what a reply would (our incarnation
+// and sequence, and the echo of the sender's), so a packet can never make
+// the mesh send one.
+func (m *Mesh) handle(b []byte, now time.Time) string {
 	msg, err := decode(b)
 	if err != nil {
-		return resultMalformed, nil
+		return resultMalformed
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.recvMAC.verify(b) {
-		return resultBadMAC, nil
+		return resultBadMAC
 	}
 	if msg.dest != m.self {
-		return resultUnknownPeer, nil
+		return resultUnknownPeer
 	}
 	p := m.peers[msg.sender]
 	if p == nil {
-		return resultUnknownPeer, nil
+		return resultUnknownPeer
 	}
 	e := m.classifyEcho(&msg, now)
-	prevInc, wasConfirmed := p.inc, p.confirmed
-	// limited: the reply counts against the rate limit. Replies to a
-	// peer's first fresh packet (it became alive, or restarted) don't:
-	// each happens once per transition, and a handshake needs one right
-	// after the reply that taught the peer our sequence.
-	result, reply, limited := resultOK, true, true
+	prevInc := p.inc
 	if !p.accept(&msg, e == echoFresh) {
-		// Another, unsuperseded incarnation that can't prove itself yet:
-		// most likely the peer restarted and doesn't know our sequence.
-		// Replying teaches it, so that its next packet is fresh and
-		// replaces the old incarnation within a round trip. Replays of
-		// the current incarnation get nothing.
-		if msg.typ != msgHeartbeat || msg.inc == p.inc || p.isSuperseded(msg.inc) {
-			return resultStale, nil
-		}
-		result = resultStale
-	} else if msg.typ == msgLeaving {
+		// A replay, or another incarnation that can't prove itself yet
+		// (most likely the peer restarted and doesn't know our sequence:
+		// our next heartbeat teaches it).
+		return resultStale
+	}
+	if msg.typ == msgLeaving {
 		if p.alive {
 			m.setAliveLocked(msg.sender, p, false, "left")
 			m.publishLocked()
 		}
-		return resultOK, nil
-	} else {
-		switch e {
-		case echoFresh:
-			newInc := prevInc != msg.inc || !wasConfirmed
-			if prevInc != 0 && prevInc != msg.inc {
-				m.log.Info("peer restarted", "peer", msg.sender)
-			}
-			p.confirmed = true
-			p.lastValid = now
-			limited = false
-			if !p.alive {
-				m.setAliveLocked(msg.sender, p, true, "heartbeat")
-				m.publishLocked()
-			} else if !newInc {
-				// The steady state: the peer knows our sequence.
-				reply = false
-			}
-			// Otherwise the peer only just got a sequence of ours, or
-			// just restarted, and may not see us alive yet: reply so
-			// that it can, instead of waiting for our next heartbeat.
-		case echoOld:
-			result = resultStale
+		return resultOK
+	}
+	switch e {
+	case echoFresh:
+		if prevInc != 0 && prevInc != msg.inc {
+			m.log.Info("peer restarted", "peer", msg.sender)
 		}
+		p.confirmed = true
+		p.lastValid = now
+		if !p.alive {
+			m.setAliveLocked(msg.sender, p, true, "heartbeat")
+			m.publishLocked()
+		}
+	case echoOld:
+		return resultStale
 	}
-	if !reply || m.left.Load() || (limited && now.Sub(p.lastReply) < m.interval/4) {
-		return result, nil
-	}
-	if limited {
-		p.lastReply = now
-	}
-	t := p.target(msg.sender)
-	return result, &t
+	return resultOK
 }
 
 // expire declares dead the peers silent for Timeout at now, and returns
