@@ -39,6 +39,8 @@ type Options struct {
 	NodeName string
 	// MeshPort is the UDP port of the liveness mesh on the node address.
 	MeshPort uint16
+	// MeshMaxRate is the mesh's packet budget (membership.Config.MaxRate).
+	MeshMaxRate int
 	// Key authenticates mesh packets (from a Secret).
 	Key []byte
 	// Interfaces are announced on when an L2Advertisement names none;
@@ -115,7 +117,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		l2Metrics = l2.NewMetrics(opts.Registry)
 	}
 	mesh, err := membership.New(membership.Config{
-		Self: opts.NodeName, Bind: netip.AddrPortFrom(nodeIP, opts.MeshPort), Key: opts.Key,
+		Self: opts.NodeName, Bind: netip.AddrPortFrom(nodeIP, opts.MeshPort), Key: opts.Key, MaxRate: opts.MeshMaxRate,
 		Logger: log.WithName("mesh"), Metrics: meshMetrics,
 	})
 	if err != nil {

@@ -34,6 +34,7 @@ func run() error {
 	var (
 		nodeName        = flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME)")
 		meshPort        = flag.Uint("mesh-port", 7946, "UDP port of the speakers' liveness mesh")
+		meshMaxRate     = flag.Int("mesh-max-rate", 250, "heartbeats this speaker sends per second at most: past this many peers per 100 ms the mesh's period and timeout stretch (lower it where packets are expensive, at the cost of slower failover on big clusters)")
 		keyFile         = flag.String("mesh-key-file", "/etc/ironlb/mesh/key", "file holding the mesh's shared key (mounted from a Secret)")
 		apiNetNS        = flag.String("apiserver-netns", "", "labs only: reach the API server from this network namespace (a path like /proc/PID/ns/net), while everything else runs in the speaker's own")
 		namespace       = flag.String("namespace", os.Getenv("POD_NAMESPACE"), "the speaker's namespace, where BGP password Secrets live (default: $POD_NAMESPACE)")
@@ -93,7 +94,7 @@ func run() error {
 		ifaces = strings.Split(*interfaces, ",")
 	}
 	if err := speaker.Setup(ctx, mgr, speaker.Options{
-		NodeName: *nodeName, MeshPort: uint16(*meshPort), Key: key, Namespace: *namespace,
+		NodeName: *nodeName, MeshPort: uint16(*meshPort), MeshMaxRate: *meshMaxRate, Key: key, Namespace: *namespace,
 		Interfaces: ifaces, Registry: metrics.Registry,
 	}); err != nil {
 		return err

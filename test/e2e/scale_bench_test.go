@@ -612,9 +612,15 @@ func TestBenchSpeakerScale(t *testing.T) {
 	if *scaleProfile != "" {
 		// Where a speaker's start-up CPU goes: its first 40 s.
 		go func() {
-			if err := profileSpeaker(lab.Hosts[nodes[len(nodes)/2]].Name, 40*time.Second, *scaleProfile+".start"); err != nil {
-				t.Logf("start-up profile: %v", err)
+			// Its metrics endpoint comes up a moment after the process.
+			var err error
+			for range 50 {
+				if err = profileSpeaker(lab.Hosts[nodes[len(nodes)/2]].Name, 40*time.Second, *scaleProfile+".start"); err == nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
+			t.Logf("start-up profile: %v", err)
 		}()
 	}
 	allAt, missing := announced.untilAll(nIPs, *scaleBound)
