@@ -123,7 +123,17 @@ func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
 			}
 			return out
 		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: opts.Workers}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: opts.Workers,
+			// A failed reconcile is almost always a write conflict with a
+			// cache a moment behind (a new leader's, right after the old
+			// one's last writes); it succeeds once the watch catches up.
+			// Per-Service backoff only, capped at 5 s: the default adds a
+			// controller-wide 10/s bucket, and a new leader with hundreds
+			// of such retries left the last Services without an address
+			// for over 30 s (make chaos).
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, 5*time.Second),
+		}).
 		Complete(svcRec)
 	if err != nil {
 		return nil, fmt.Errorf("service controller: %w", err)

@@ -220,17 +220,27 @@ func bfdUp(t *testing.T, rtr *frr.Router) {
 	}
 }
 
-// TestBenchBGPCrashBFD: a node crashes (link down, speaker SIGKILL); BFD
-// 300 ms x 3 on both sides (FRR's bfdd defaults are the same) detects it.
-func TestBenchBGPCrashBFD(t *testing.T) {
+// bfdBench is bgpBench with BFD 300 ms x 3 on the sessions and one
+// Service (served by "pods" on every node when served) routed with ECMP.
+func bfdBench(t *testing.T, served bool) (*cluster, *frr.Router, netip.Prefix) {
 	profile := &v1beta1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast"}, Spec: v1beta1.BFDProfileSpec{
 		ReceiveInterval: ptr.To[int32](300), TransmitInterval: ptr.To[int32](300), DetectMultiplier: ptr.To[int32](3)}}
 	cl, rtr := bgpBench(t, true, func(p *v1beta1.BGPPeerSpec) { p.BFDProfile = "fast" }, profile)
-	ip := cl.service("web")
-	prefix := netip.PrefixFrom(ip, 32)
+	ip := cl.service
+	if served {
+		ip = cl.servedService
+	}
+	prefix := netip.PrefixFrom(ip("web"), 32)
 	if err := cl.ecmp(rtr, prefix, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	return cl, rtr, prefix
+}
+
+// TestBenchBGPCrashBFD: a node crashes (link down, speaker SIGKILL); BFD
+// 300 ms x 3 on both sides (FRR's bfdd defaults are the same) detects it.
+func TestBenchBGPCrashBFD(t *testing.T) {
+	cl, rtr, prefix := bfdBench(t, false)
 	samples := benchCrash(t, cl, rtr, prefix, 10*time.Second, "Cease/BFD Down", func() { bfdUp(t, rtr) })
 	report(t, "BGP node crash with BFD 300ms x3 (link down + SIGKILL -> the router's FIB drops the node's next hop, sampled every 5 ms)", samples, "")
 }
@@ -443,14 +453,8 @@ func TestBenchBGPGracefulRestart(t *testing.T) {
 // node out of the router's ECMP set. The longest run of lost pings is the
 // outage that client sees. Flows hashed to the other nodes lose nothing.
 func TestBenchBGPPingFailover(t *testing.T) {
-	profile := &v1beta1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast"}, Spec: v1beta1.BFDProfileSpec{
-		ReceiveInterval: ptr.To[int32](300), TransmitInterval: ptr.To[int32](300), DetectMultiplier: ptr.To[int32](3)}}
-	cl, rtr := bgpBench(t, true, func(p *v1beta1.BGPPeerSpec) { p.BFDProfile = "fast" }, profile)
-	ip := cl.servedService("web")
-	prefix := netip.PrefixFrom(ip, 32)
-	if err := cl.ecmp(rtr, prefix, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	cl, rtr, prefix := bfdBench(t, true)
+	ip := prefix.Addr()
 	client2, err := cl.lab.AddBehind("client2", "router", netip.MustParsePrefix("203.0.113.0/30"))
 	if err != nil {
 		t.Fatal(err)

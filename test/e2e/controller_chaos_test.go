@@ -89,8 +89,12 @@ func TestControllerChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []*v1beta1.IPAddressPool{
-		{ObjectMeta: metav1.ObjectMeta{Name: "v4"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.100.0/24"}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "v6"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"2001:db8:100::/120"}}},
+		// Room for every Service the churn can create: 25 a second, a
+		// quarter deleted, two thirds wanting each family. With a /24, a
+		// slow run (20 kills, each waiting for the next leader) filled
+		// the pool and left Services pending for want of addresses.
+		{ObjectMeta: metav1.ObjectMeta{Name: "v4"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.96.0/21"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "v6"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"2001:db8:100::/117"}}},
 	} {
 		if err := c.Create(ctx, p); err != nil {
 			t.Fatal(err)
@@ -103,6 +107,9 @@ func TestControllerChaos(t *testing.T) {
 			for _, l := range logs {
 				b, _ := os.ReadFile(l)
 				t.Logf("%s:\n%s", l, tail(string(b), 2000))
+				if d := os.Getenv("IRONLB_KEEP_LOGS"); d != "" {
+					_ = os.WriteFile(filepath.Join(d, filepath.Base(l)), b, 0o644)
+				}
 			}
 		}
 	}()

@@ -52,6 +52,7 @@ var (
 	scaleIdle     = flag.Duration("scale-idle", 30*time.Second, "TestBenchSpeakerScale: idle window")
 	scaleBound    = flag.Duration("scale-announce-bound", 5*time.Minute, "TestBenchSpeakerScale: fail if not every address is answered over ARP within this")
 	scaleProfile  = flag.String("scale-profile", "", "TestBenchSpeakerScale: save a CPU profile of the first speaker over the idle window to this file")
+	scaleArgs     = flag.String("scale-speaker-args", "", "TestBenchSpeakerScale: extra speaker flags, space-separated (e.g. --mesh-max-rate=100)")
 	scaleLogs     = flag.String("scale-logs", "", "TestBenchSpeakerScale: keep the speakers' logs in this directory (default: a temporary one)")
 	scaleReportTo = flag.String("scale-report", "", "markdown file whose speaker section TestBenchSpeakerScale (re)writes")
 )
@@ -449,8 +450,8 @@ func TestBenchSpeakerScale(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Speakers at scale (`TestBenchSpeakerScale`)\n\n")
 	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n", time.Now().UTC().Format(time.RFC3339), mdreport.Machine())
-	fmt.Fprintf(&b, "- command: `make bench-scale` → `go test -tags bench -run '^TestBenchSpeakerScale$' ./test/e2e/ -args -scale-speakers=%d -scale-ips=%d -scale-few-ips=%d -scale-idle=%s`\n",
-		nSpeakers, nIPs, *scaleFewIPs, *scaleIdle)
+	fmt.Fprintf(&b, "- command: `make bench-scale` → `go test -tags bench -run '^TestBenchSpeakerScale$' ./test/e2e/ -args -scale-speakers=%d -scale-ips=%d -scale-few-ips=%d -scale-idle=%s -scale-speaker-args=%q`\n",
+		nSpeakers, nIPs, *scaleFewIPs, *scaleIdle, *scaleArgs)
 	fmt.Fprintf(&b, "- setup: %d bin/speaker processes, each in its own node namespace on one bridge (plus a client namespace), default log level, metrics on %s (plain HTTP, scraped from inside each namespace); one kube-apiserver + etcd (envtest) and the controller in the test process, all on this machine; one IPAddressPool, one L2Advertisement, %d single-stack IPv4 LoadBalancer Services (externalTrafficPolicy Cluster)\n",
 		nSpeakers, scaleMetricsAddr, nIPs)
 	// flush writes what was measured so far, so a run that fails or is
@@ -592,8 +593,9 @@ func TestBenchSpeakerScale(t *testing.T) {
 	pids := make([]int, nSpeakers)
 	spStart := time.Now()
 	for i, n := range nodes {
-		s, err := labkit.StartSpeaker(root, dir, n, lab.Hosts[n], kubeconfig, key, "--namespace="+speakerNamespace,
-			"--metrics-bind-address="+scaleMetricsAddr, "--metrics-insecure", "--pprof")
+		args := append([]string{"--namespace=" + speakerNamespace,
+			"--metrics-bind-address=" + scaleMetricsAddr, "--metrics-insecure", "--pprof"}, strings.Fields(*scaleArgs)...)
+		s, err := labkit.StartSpeaker(root, dir, n, lab.Hosts[n], kubeconfig, key, args...)
 		if err != nil {
 			t.Fatal(err)
 		}
