@@ -86,6 +86,9 @@ func New(prefix string, v4, v6 netip.Prefix, base int, names ...string) (*Lab, e
 	return l, nil
 }
 
+// bigLab is the size from which New raises the neighbour table limits.
+const bigLab = 20
+
 // raiseNeighLimits makes room in the kernel's neighbour (ARP/NDP) tables
 // for a lab of n hosts. Those tables are shared by every namespace, and
 // their default limit (gc_thresh3 = 1024 entries) is far below what 50
@@ -95,6 +98,9 @@ func New(prefix string, v4, v6 netip.Prefix, base int, names ...string) (*Lab, e
 // go unsent and peers look dead, which no real cluster of separate
 // machines would see. Raised only, and restored by Close.
 func (l *Lab) raiseNeighLimits(n int) error {
+	if n < bigLab {
+		return nil // the defaults hold a few thousand entries: plenty
+	}
 	need := 2*(n+2)*(n+2) + 8192
 	want := map[string]int{"gc_thresh1": need, "gc_thresh2": 2 * need, "gc_thresh3": 4 * need}
 	for _, fam := range []string{"ipv4", "ipv6"} {
