@@ -448,17 +448,27 @@ func TestBenchSpeakerScale(t *testing.T) {
 	}
 	nSpeakers, nIPs := *scaleSpeakers, *scaleIPs
 	var b strings.Builder
-	fmt.Fprintf(&b, "## Speakers at scale (`TestBenchSpeakerScale`)\n\n")
+	if *scaleArgs == "" {
+		fmt.Fprintf(&b, "## Speakers at scale (`TestBenchSpeakerScale`)\n\n")
+	} else {
+		fmt.Fprintf(&b, "## Speakers at scale, speakers run with `%s`\n\n", *scaleArgs)
+	}
 	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n", time.Now().UTC().Format(time.RFC3339), mdreport.Machine())
 	fmt.Fprintf(&b, "- command: `make bench-scale` → `go test -tags bench -run '^TestBenchSpeakerScale$' ./test/e2e/ -args -scale-speakers=%d -scale-ips=%d -scale-few-ips=%d -scale-idle=%s -scale-speaker-args=%q`\n",
 		nSpeakers, nIPs, *scaleFewIPs, *scaleIdle, *scaleArgs)
 	fmt.Fprintf(&b, "- setup: %d bin/speaker processes, each in its own node namespace on one bridge (plus a client namespace), default log level, metrics on %s (plain HTTP, scraped from inside each namespace); one kube-apiserver + etcd (envtest) and the controller in the test process, all on this machine; one IPAddressPool, one L2Advertisement, %d single-stack IPv4 LoadBalancer Services (externalTrafficPolicy Cluster)\n",
 		nSpeakers, scaleMetricsAddr, nIPs)
+	// A run with other speaker flags gets a section of its own, next to
+	// the default run's.
+	section := "speaker"
+	if *scaleArgs != "" {
+		section += " " + *scaleArgs
+	}
 	// flush writes what was measured so far, so a run that fails or is
 	// stopped still leaves its numbers.
 	flush := func() {
 		if *scaleReportTo != "" {
-			_ = mdreport.WriteSection(*scaleReportTo, "speaker", b.String()+"\n- (run in progress or stopped: partial)\n\n")
+			_ = mdreport.WriteSection(*scaleReportTo, section, b.String()+"\n- (run in progress or stopped: partial)\n\n")
 		}
 	}
 	defer func() {
@@ -469,7 +479,7 @@ func TestBenchSpeakerScale(t *testing.T) {
 		}
 		t.Log("\n" + b.String())
 		if *scaleReportTo != "" {
-			if err := mdreport.WriteSection(*scaleReportTo, "speaker", b.String()); err != nil {
+			if err := mdreport.WriteSection(*scaleReportTo, section, b.String()); err != nil {
 				t.Error(err)
 			}
 		}
