@@ -161,6 +161,17 @@ func (r *Reconciler) RequestRepublish(ctx context.Context) {
 	})
 }
 
+// announcingOn is the set of addresses anns answer for now.
+func announcingOn(anns []Announcer) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for _, a := range anns {
+		for _, ip := range a.Announcing() {
+			out[ip] = true
+		}
+	}
+	return out
+}
+
 // Republish writes the conditions of the last plan again, with what the
 // announcers answer for now; conflicts on addresses answered again are
 // over.
@@ -171,12 +182,7 @@ func (r *Reconciler) Republish(ctx context.Context) {
 	if last == nil {
 		return
 	}
-	announcing := map[netip.Addr]bool{}
-	for _, a := range anns {
-		for _, ip := range a.Announcing() {
-			announcing[ip] = true
-		}
-	}
+	announcing := announcingOn(anns)
 	r.mu.Lock()
 	for ip := range r.conflicts {
 		if announcing[ip] {
@@ -355,7 +361,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	}
 	missing := map[string]bool{}
 	var used, touched []Announcer
-	announcing := map[netip.Addr]bool{}
 	wanted := map[netip.Addr]bool{}
 	for iface, ips := range mine {
 		a, err := r.Announcer(iface)
@@ -374,10 +379,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 		for _, ip := range ips {
 			wanted[ip] = true
 		}
-		for _, ip := range a.Announcing() {
-			announcing[ip] = true
-		}
 	}
+	announcing := announcingOn(touched)
 	// A conflict is over once the address is announced again (or no
 	// longer ours).
 	r.mu.Lock()

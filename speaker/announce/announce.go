@@ -62,14 +62,11 @@ func Eligible(nodes []Node, match func(Node) bool, local func(node string) bool)
 // Services sharing an address share its owner because the choice depends
 // on the address alone. ok is false when no node is eligible.
 func Owner(ip netip.Addr, eligible []string) (owner string, ok bool) {
-	var best uint64
-	for _, n := range eligible {
-		s := score(n, ip)
-		if !ok || s > best || (s == best && n < owner) {
-			owner, best, ok = n, s, true
-		}
+	hs := make([]nodeHash, len(eligible))
+	for i, n := range eligible {
+		hs[i] = hashNode(n)
 	}
-	return owner, ok
+	return ownerHashed(ip, hs)
 }
 
 // nodeHash is a node's score state after its name (see score), computed
@@ -110,7 +107,8 @@ func (n nodeHash) score(ip netip.Addr) uint64 {
 	return mix(h)
 }
 
-// ownerHashed is Owner over precomputed node hashes.
+// ownerHashed is Owner over precomputed node hashes (a plan computes
+// them once for all its addresses).
 func ownerHashed(ip netip.Addr, eligible []nodeHash) (owner string, ok bool) {
 	var best uint64
 	for _, n := range eligible {
@@ -141,13 +139,7 @@ func fnvAdd(h uint64, s string) uint64 {
 // mixed; computed inline because hash/fnv's interface value allocates,
 // and a plan scores every address against every node.
 func score(node string, ip netip.Addr) uint64 {
-	h := fnvAdd(fnvOffset, node)
-	h *= fnvPrime // the zero byte: h ^= 0 changes nothing
-	b := ip.As16()
-	for _, c := range b {
-		h = (h ^ uint64(c)) * fnvPrime
-	}
-	return mix(h)
+	return hashNode(node).score(ip)
 }
 
 // mix is the splitmix64 finaliser: FNV alone spreads similar inputs (node

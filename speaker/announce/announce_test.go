@@ -136,7 +136,8 @@ func TestScoreIsFNV(t *testing.T) {
 	for _, tt := range []struct {
 		node string
 		ip   string
-	}{{"n01", "198.18.96.0"}, {"node-a", "2001:db8::1"}, {"", "0.0.0.0"}, {"a-much-longer-node-name.example.com", "10.0.0.255"}} {
+	}{{"n01", "198.18.96.0"}, {"node-a", "2001:db8::1"}, {"", "0.0.0.0"}, {"a-much-longer-node-name.example.com", "10.0.0.255"},
+		{"worker-17.example.com", "::ffff:10.0.0.1"}, {"zz", "fe80::1"}} {
 		h := fnv.New64a()
 		h.Write([]byte(tt.node))
 		h.Write([]byte{0})
@@ -155,25 +156,3 @@ func TestScoreIsFNV(t *testing.T) {
 // scoreN01 is score("n01", 198.18.96.0) as the first released speaker
 // computed it (hash/fnv, then mix).
 const scoreN01 = 0x6cbbd1447e6d83e1
-
-// TestOwnerHashedIsOwner: the plan's precomputed hashes pick the owner
-// Owner picks, for both families.
-func TestOwnerHashedIsOwner(t *testing.T) {
-	names := []string{"a", "n01", "n02", "worker-17.example.com", "zz"}
-	var hs []nodeHash
-	for _, n := range names {
-		hs = append(hs, hashNode(n))
-	}
-	for _, a := range append(addrs(500), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("::ffff:10.0.0.1"), netip.MustParseAddr("fe80::1")) {
-		for _, n := range hs {
-			if got, want := n.score(a), score(n.name, a); got != want {
-				t.Fatalf("%s %s: %#x, want %#x", n.name, a, got, want)
-			}
-		}
-		o1, _ := Owner(a, names)
-		o2, _ := ownerHashed(a, hs)
-		if o1 != o2 {
-			t.Fatalf("%s: ownerHashed %s, Owner %s", a, o2, o1)
-		}
-	}
-}

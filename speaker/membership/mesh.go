@@ -546,9 +546,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 	// heartbeats answer (a reply of its own would say the same).
 	poll := func() error {
 		if err := rx.drain(m.hooks.dropIn.Load, m.receivePacket); err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				err = net.ErrClosed // Close was called under Run
-			}
+			// net.ErrClosed if Close was called under Run.
 			return fmt.Errorf("membership: receive: %w", err)
 		}
 		return nil

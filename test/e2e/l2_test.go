@@ -45,6 +45,25 @@ type cluster struct {
 	ctx      context.Context
 }
 
+// runController runs the controller in this process until ctx ends.
+func runController(ctx context.Context, t *testing.T, env *apiserver.Env) {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	controller.TuneRESTConfig(cfg)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		// One controller per test in this process: the names repeat.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+}
+
 func newCluster(t *testing.T, nodes ...string) *cluster {
 	t.Helper()
 	if err := netlab.Check(); err != nil {
@@ -73,21 +92,7 @@ func newCluster(t *testing.T, nodes ...string) *cluster {
 	for _, n := range nodes {
 		cl.addNode(n)
 	}
-	// The controller, in-process.
-	cfg := rest.CopyConfig(env.Config)
-	controller.TuneRESTConfig(cfg)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		// One controller per test in this process: the names repeat.
-		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = mgr.Start(ctx) }()
+	runController(ctx, t, env)
 	if err := os.WriteFile(filepath.Join(cl.dir, "kubeconfig"), env.KubeConfig(), 0o600); err != nil {
 		t.Fatal(err)
 	}

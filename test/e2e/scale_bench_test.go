@@ -32,10 +32,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
@@ -127,28 +124,25 @@ func scrapeSpeaker(ns string) (speakerScrape, error) {
 
 // heapProfile saves a heap profile of one speaker to file.
 func heapProfile(ns, file string) error {
-	resp, err := speakerHTTP(ns, 30*time.Second).Get("http://" + scaleMetricsAddr + "/debug/pprof/heap")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(file, b, 0o644)
+	return savePprof(ns, "heap", 30*time.Second, file)
 }
 
 // profileSpeaker saves a CPU profile of one speaker (its --pprof
 // endpoint) over d to file.
 func profileSpeaker(ns string, d time.Duration, file string) error {
-	resp, err := speakerHTTP(ns, d+30*time.Second).Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", scaleMetricsAddr, int(d.Seconds())))
+	return savePprof(ns, fmt.Sprintf("profile?seconds=%d", int(d.Seconds())), d+30*time.Second, file)
+}
+
+// savePprof fetches /debug/pprof/<what> from the speaker of namespace ns
+// and writes it to file.
+func savePprof(ns, what string, timeout time.Duration, file string) error {
+	resp, err := speakerHTTP(ns, timeout).Get("http://" + scaleMetricsAddr + "/debug/pprof/" + what)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile: %s", resp.Status)
+		return fmt.Errorf("pprof %s: %s", what, resp.Status)
 	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -348,19 +342,22 @@ type idleResult struct {
 func measureIdle(t *testing.T, lab *netlab.Lab, speakers []*labkit.Speaker, pids []int, window time.Duration) idleResult {
 	t.Helper()
 	n := len(speakers)
-	p0, r0 := make([]mdreport.Proc, n), make([]speakerScrape, n)
-	var wg sync.WaitGroup
-	for i, s := range speakers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var err error
-			if r0[i], err = scrapeSpeaker(lab.Hosts[s.Node].Name); err != nil {
-				t.Errorf("scrape %s: %v", s.Node, err)
-			}
-		}()
+	// scrapeAll reads every speaker's metrics, all at once.
+	scrapeAll := func() []speakerScrape {
+		out := make([]speakerScrape, n)
+		var wg sync.WaitGroup
+		for i, s := range speakers {
+			wg.Go(func() {
+				var err error
+				if out[i], err = scrapeSpeaker(lab.Hosts[s.Node].Name); err != nil {
+					t.Errorf("scrape %s: %v", s.Node, err)
+				}
+			})
+		}
+		wg.Wait()
+		return out
 	}
-	wg.Wait()
+	p0, r0 := make([]mdreport.Proc, n), scrapeAll()
 	for i := range speakers {
 		p0[i], _ = mdreport.ReadProc(pids[i])
 	}
@@ -368,22 +365,12 @@ func measureIdle(t *testing.T, lab *netlab.Lab, speakers []*labkit.Speaker, pids
 	time.Sleep(window)
 	var res idleResult
 	res.byMethod = map[string]float64{}
-	p1, r1 := make([]mdreport.Proc, n), make([]speakerScrape, n)
+	p1 := make([]mdreport.Proc, n)
 	for i := range speakers {
 		p1[i], _ = mdreport.ReadProc(pids[i])
 	}
 	elapsed := time.Since(start)
-	for i, s := range speakers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var err error
-			if r1[i], err = scrapeSpeaker(lab.Hosts[s.Node].Name); err != nil {
-				t.Errorf("scrape %s: %v", s.Node, err)
-			}
-		}()
-	}
-	wg.Wait()
+	r1 := scrapeAll()
 	var total float64
 	for i := range speakers {
 		res.cpuPct = append(res.cpuPct, 100*(p1[i].CPU-p0[i].CPU).Seconds()/elapsed.Seconds())
@@ -516,19 +503,7 @@ func TestBenchSpeakerScale(t *testing.T) {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: speakerNamespace}}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := rest.CopyConfig(env.Config)
-	controller.TuneRESTConfig(cfg)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = mgr.Start(ctx) }()
+	runController(ctx, t, env)
 	dir := t.TempDir()
 	if *scaleLogs != "" {
 		dir = *scaleLogs
