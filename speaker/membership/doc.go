@@ -72,10 +72,13 @@
 //     sides of an asymmetric partition agree that they are cut off.
 //   - A new connection (start, restart, heal) needs a handshake: the first
 //     packet only teaches the receiver the sender's sequence, and proves
-//     nothing. The heartbeats of the receiver's next tick answer it (they
-//     echo what it learnt), so peers find each other within two or three
-//     Intervals. Nothing is sent in reply to a packet as such, so the mesh
-//     can't be used as an amplifier or a reflector.
+//     nothing. The receiver answers it with a heartbeat (which echoes
+//     what it learnt), and while a handshake is under way both sides read
+//     their sockets every Interval/10 and answer each step at once, so
+//     peers find each other within about one Interval of the first
+//     packet. An answer goes only to the peer's configured address, only
+//     for an authenticated packet that is not a replay, and at most one
+//     per packet: the mesh can't be used as an amplifier or a reflector.
 //   - The leaving message needs no echo, only a sequence newer than
 //     anything else from the sender's current incarnation: a replayed one
 //     is rejected, and nothing but the process itself (or a key holder)

@@ -184,6 +184,12 @@ type peer struct {
 
 	alive     bool
 	lastValid time.Time // arrival of the last fresh heartbeat
+	// heard is the arrival of the last authenticated heartbeat that was
+	// not a replay; answer says it moved a handshake on (a new
+	// incarnation, or a peer not yet alive) and wants our heartbeat back
+	// before the next tick (see Run).
+	heard  time.Time
+	answer bool
 }
 
 func (p *peer) isSuperseded(inc uint64) bool {
@@ -541,15 +547,30 @@ func (m *Mesh) Run(ctx context.Context) error {
 	// process costs far more than handling a packet, and per-packet
 	// wakeups were most of an idle speaker's CPU. The kernel's arrival
 	// timestamps keep the freshness and expiry arithmetic exact; what
-	// waits up to an Interval is the reaction to a packet: a peer's
-	// leaving message, and each step of a handshake, which the tick's
-	// heartbeats answer (a reply of its own would say the same).
+	// would wait up to an Interval is the reaction to a packet: a peer's
+	// leaving message (steered to the urgent socket instead) and each
+	// step of a handshake (read every Interval/10 while one is under way,
+	// see quick below).
 	poll := func() error {
 		if err := rx.drain(m.hooks.dropIn.Load, m.receivePacket); err != nil {
 			// net.ErrClosed if Close was called under Run.
 			return fmt.Errorf("membership: receive: %w", err)
 		}
 		return nil
+	}
+
+	// While a handshake is under way (a peer heard from recently but not
+	// alive yet, such as one that just restarted), the socket is read
+	// every Interval/10 and each step answered at once, so that joining
+	// takes a few round trips rather than a few Intervals. Peers that
+	// stay silent don't keep it going.
+	quick := time.NewTimer(time.Hour)
+	quick.Stop()
+	defer quick.Stop()
+	handshakes := func() {
+		if iv, _ := m.Timing(); m.handshaking(time.Now()) {
+			quick.Reset(iv / 10)
+		}
 	}
 
 	m.sendHeartbeats()
@@ -565,14 +586,25 @@ func (m *Mesh) Run(ctx context.Context) error {
 			if err := poll(); err != nil {
 				return err
 			}
+			m.answers() // the heartbeats to everyone answer them
 			m.sendHeartbeats()
 			check()
+			handshakes()
 		case <-expiry.C:
 			// A heartbeat may be waiting in the socket: read it first.
 			if err := poll(); err != nil {
 				return err
 			}
+			m.sendAll(msgHeartbeat, m.answers())
 			check()
+			handshakes()
+		case <-quick.C:
+			if err := poll(); err != nil {
+				return err
+			}
+			m.sendAll(msgHeartbeat, m.answers())
+			check()
+			handshakes()
 		case <-m.kick:
 			// New peers; the interval may have stretched with them.
 			if iv, _ := m.Timing(); iv != interval {
@@ -621,10 +653,11 @@ func (m *Mesh) classifyEcho(msg *message, now time.Time) echo {
 }
 
 // handle processes one received datagram that arrived at time now, and
-// returns the result for the metrics. Nothing is sent in reply: the
-// heartbeats of the next tick carry what a reply would (our incarnation
-// and sequence, and the echo of the sender's), so a packet can never make
-// the mesh send one.
+// returns the result for the metrics. A heartbeat that moves a handshake
+// on is flagged for an answer (peer.answer): Run sends our heartbeat back
+// to the peer's configured address, never to the packet's source, at most
+// once per packet, and only for authenticated packets that are not
+// replays, so the mesh can't amplify or reflect.
 func (m *Mesh) handle(b []byte, now time.Time) string {
 	msg, err := decode(b)
 	if err != nil {
@@ -643,12 +676,19 @@ func (m *Mesh) handle(b []byte, now time.Time) string {
 		return resultUnknownPeer
 	}
 	e := m.classifyEcho(&msg, now)
-	prevInc := p.inc
+	prevInc, steady := p.inc, p.alive && p.confirmed
 	if !p.accept(&msg, e == echoFresh) {
 		// A replay, or another incarnation that can't prove itself yet
 		// (most likely the peer restarted and doesn't know our sequence:
-		// our next heartbeat teaches it).
+		// our heartbeat teaches it).
+		if msg.typ == msgHeartbeat && msg.inc != p.inc && !p.isSuperseded(msg.inc) {
+			p.heard, p.answer = now, true
+		}
 		return resultStale
+	}
+	if msg.typ == msgHeartbeat {
+		p.heard = now
+		p.answer = p.answer || !steady || prevInc != msg.inc
 	}
 	if msg.typ == msgLeaving {
 		if p.alive {
@@ -745,6 +785,34 @@ func (m *Mesh) publishLocked() {
 		}
 	default:
 	}
+}
+
+// answers returns the targets of the peers whose last packet wants an
+// answer (see peer.answer), and clears their flags.
+func (m *Mesh) answers() []target {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ts []target
+	for name, p := range m.peers {
+		if p.answer {
+			p.answer = false
+			ts = append(ts, p.target(name))
+		}
+	}
+	return ts
+}
+
+// handshaking tells whether a peer was heard from less than Timeout
+// before now but is not alive yet.
+func (m *Mesh) handshaking(now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.peers {
+		if !p.alive && !p.heard.IsZero() && now.Sub(p.heard) < m.timeout {
+			return true
+		}
+	}
+	return false
 }
 
 // targets returns one target per peer, with what to echo to each.
