@@ -25,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/test/apiserver"
 )
 
@@ -72,7 +73,7 @@ func (h *harness) startElected(o controllerOpts) (stop func(), elected <-chan st
 	}
 	leaseDuration, renew, retry := 4*time.Second, 3*time.Second, 500*time.Millisecond
 	cfg := rest.CopyConfig(h.env.Config)
-	TuneRESTConfig(cfg)
+	app.TuneRESTConfig(cfg)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        h.env.Scheme,
 		Metrics:                       metricsserver.Options{BindAddress: "0"},

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -43,19 +42,6 @@ type Options struct {
 	// NormalEventsPerSecond limits routine (Normal) Events such as
 	// IPAllocated; Warnings are never limited. Default 10/s, burst 50.
 	NormalEventsPerSecond float64
-}
-
-// TuneRESTConfig makes a client config fit for the controller: it accepts
-// protobuf, which the API server sends for built-in kinds (the Service
-// watch is the bulk of what the controller decodes) and JSON for CRDs.
-// Request bodies stay JSON, since CRD objects cannot be encoded as
-// protobuf. No client-side rate limit: API Priority and Fairness is the
-// limit.
-func TuneRESTConfig(cfg *rest.Config) {
-	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	if cfg.QPS == 0 {
-		cfg.QPS = -1
-	}
 }
 
 // Setup adds the ironlb controllers to mgr and returns their shared State.

@@ -56,7 +56,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
-	controller.TuneRESTConfig(cfg)
+	app.TuneRESTConfig(cfg)
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	cfg.UserAgent = "ironlb-controller/" + version
 

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/internal/netnsrun"
 	"github.com/ironlb/ironlb/speaker"
@@ -68,7 +67,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
-	controller.TuneRESTConfig(cfg)
+	app.TuneRESTConfig(cfg)
 	cfg.UserAgent = "ironlb-speaker/" + version
 	if ns := *apiNetNS; ns != "" {
 		// A lab runs one API server on the host's loopback and each

@@ -8,9 +8,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
@@ -28,6 +28,19 @@ func Scheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
+// TuneRESTConfig makes a client config fit for ironlb's binaries: it accepts
+// protobuf, which the API server sends for built-in kinds (the Service
+// watch is the bulk of what both decode) and JSON for CRDs.
+// Request bodies stay JSON, since CRD objects cannot be encoded as
+// protobuf. No client-side rate limit: API Priority and Fairness is the
+// limit.
+func TuneRESTConfig(cfg *rest.Config) {
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	if cfg.QPS == 0 {
+		cfg.QPS = -1
+	}
+}
+
 // Metrics serves /metrics over HTTPS, each scrape authenticated and
 // authorized through the API server (TokenReview, SubjectAccessReview):
 // no unauthenticated port. insecure (labs only) serves plain HTTP.
@@ -38,7 +51,7 @@ func Scheme() (*runtime.Scheme, error) {
 func Metrics(addr string, insecure, withPprof bool) metricsserver.Options {
 	o := metricsserver.Options{BindAddress: addr, SecureServing: !insecure}
 	if !insecure {
-		o.FilterProvider = filters.WithAuthenticationAndAuthorization
+		o.FilterProvider = authFilter
 	}
 	if withPprof {
 		o.ExtraHandlers = map[string]http.Handler{

@@ -31,6 +31,7 @@ import (
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/test/apiserver"
 	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -286,7 +287,7 @@ func TestBenchController(t *testing.T) {
 	startReactiveWriter(ctx, t, cs, "reactive", 16)
 
 	mcfg := rest.CopyConfig(env.Config)
-	controller.TuneRESTConfig(mcfg)
+	app.TuneRESTConfig(mcfg)
 	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
 	if err != nil {
 		t.Fatal(err)

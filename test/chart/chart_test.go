@@ -26,6 +26,7 @@ import (
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/test/apiserver"
 )
 
@@ -136,7 +137,7 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	controller.TuneRESTConfig(cfg)
+	app.TuneRESTConfig(cfg)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 		LeaderElection: true, LeaderElectionID: "ironlb-controller", LeaderElectionNamespace: ns,
@@ -267,6 +268,8 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 			t.Errorf("the speaker's ServiceAccount may %s (err %v)", f.what, err)
 		}
 	}
+
+	checkMetricsAuth(ctx, t, env, c)
 }
 
 // chartCRDs counts the CRD manifests the chart ships.

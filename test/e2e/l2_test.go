@@ -26,6 +26,7 @@ import (
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/test/apiserver"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
@@ -49,7 +50,7 @@ type cluster struct {
 func runController(ctx context.Context, t *testing.T, env *apiserver.Env) {
 	t.Helper()
 	cfg := rest.CopyConfig(env.Config)
-	controller.TuneRESTConfig(cfg)
+	app.TuneRESTConfig(cfg)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 		// One controller per test in this process: the names repeat.
