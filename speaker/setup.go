@@ -54,10 +54,10 @@ type Options struct {
 
 // CacheOptions are the manager cache settings the speaker needs. Secrets
 // are cached in namespace only (the speaker may read no others; empty:
-// none are watched). Every object is kept without its managedFields and
-// last-applied annotation: the speaker never reads them, and on every
-// node they were a large share of the memory a cache of thousands of
-// Services takes.
+// none are watched). Every object is kept without what the speaker never
+// reads (stripUnread): every node caches every Service, Node and
+// EndpointSlice of the cluster, so what a cached object carries is paid
+// once per object per node.
 func CacheOptions(namespace string) cache.Options {
 	o := cache.Options{DefaultTransform: stripUnread}
 	if namespace != "" {
@@ -68,7 +68,13 @@ func CacheOptions(namespace string) cache.Options {
 	return o
 }
 
-// stripUnread is the cache transform of CacheOptions.
+// stripUnread is the cache transform of CacheOptions. It keeps, of every
+// object, its identity, labels and annotations (minus managedFields and
+// the last-applied annotation), and of Services, Nodes and EndpointSlices
+// only the fields the plan reads (ServiceInfos, NodeInfos, peers and the
+// Announced condition's bookkeeping): a Service's ports and selector, a
+// Node's images and capacity, an endpoint's addresses go. TestStripUnread
+// holds the plan's input unchanged by it.
 func stripUnread(in any) (any, error) {
 	if o, ok := in.(metav1.Object); ok {
 		o.SetManagedFields(nil)
@@ -79,6 +85,27 @@ func stripUnread(in any) (any, error) {
 				o.SetAnnotations(a)
 			}
 		}
+	}
+	switch o := in.(type) {
+	case *corev1.Service:
+		o.Spec = corev1.ServiceSpec{Type: o.Spec.Type, ExternalTrafficPolicy: o.Spec.ExternalTrafficPolicy}
+	case *corev1.Node:
+		o.Spec = corev1.NodeSpec{Unschedulable: o.Spec.Unschedulable}
+		st := corev1.NodeStatus{Addresses: o.Status.Addresses}
+		for _, c := range o.Status.Conditions {
+			// Only the status: the heartbeat times change every few
+			// minutes and would make each such update look like news.
+			if c.Type == corev1.NodeReady || c.Type == corev1.NodeNetworkUnavailable {
+				st.Conditions = append(st.Conditions, corev1.NodeCondition{Type: c.Type, Status: c.Status})
+			}
+		}
+		o.Status = st
+	case *discoveryv1.EndpointSlice:
+		eps := make([]discoveryv1.Endpoint, len(o.Endpoints))
+		for i, e := range o.Endpoints {
+			eps[i] = discoveryv1.Endpoint{NodeName: e.NodeName, Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready}}
+		}
+		o.Endpoints, o.Ports = eps, nil
 	}
 	return in, nil
 }
@@ -251,8 +278,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		WithOptions(controller.Options{CacheSyncTimeout: 15 * time.Minute}).
 		WatchesRawSource(source.Channel(trigger, all)).
 		Watches(&corev1.Service{}, all, builder.WithPredicates(planInputChanged)).
-		Watches(&corev1.Node{}, all).
-		Watches(&discoveryv1.EndpointSlice{}, all)
+		Watches(&corev1.Node{}, all, builder.WithPredicates(planInputChanged)).
+		Watches(&discoveryv1.EndpointSlice{}, all, builder.WithPredicates(planInputChanged))
 	if opts.Namespace != "" {
 		b = b.Watches(&corev1.Secret{}, all) // BGP passwords
 	}
@@ -262,21 +289,33 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	return b.Complete(rec)
 }
 
-// planInputChanged passes Service events that can change the plan. Status
-// condition writes (the speakers' own Announced condition, the
-// controller's) cannot, and with one write per address per change, each
-// waking every speaker for a full pass, they kept large clusters busy long
-// after the addresses had settled.
+// planInputChanged passes the Service, Node and EndpointSlice updates
+// that can change the plan. For Services, status condition writes (the
+// speakers' own Announced condition, the controller's) cannot, and with
+// one write per address per change, each waking every speaker for a full
+// pass, they kept large clusters busy long after the addresses had
+// settled. For Nodes and EndpointSlices, what stripUnread leaves is what
+// the plan reads, so a kubelet's status refresh or an endpoint's new pod
+// address on the same node wakes nobody.
 var planInputChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-	o, ok1 := e.ObjectOld.(*corev1.Service)
-	n, ok2 := e.ObjectNew.(*corev1.Service)
-	if !ok1 || !ok2 {
+	if !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) ||
+		!maps.Equal(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations()) ||
+		!e.ObjectOld.GetDeletionTimestamp().Equal(e.ObjectNew.GetDeletionTimestamp()) {
 		return true
 	}
-	return !equality.Semantic.DeepEqual(o.Spec, n.Spec) ||
-		!equality.Semantic.DeepEqual(o.Status.LoadBalancer, n.Status.LoadBalancer) ||
-		!maps.Equal(o.Labels, n.Labels) || !maps.Equal(o.Annotations, n.Annotations) ||
-		!o.DeletionTimestamp.Equal(n.DeletionTimestamp)
+	switch o := e.ObjectOld.(type) {
+	case *corev1.Service:
+		n, ok := e.ObjectNew.(*corev1.Service)
+		return !ok || !equality.Semantic.DeepEqual(o.Spec, n.Spec) ||
+			!equality.Semantic.DeepEqual(o.Status.LoadBalancer, n.Status.LoadBalancer)
+	case *corev1.Node:
+		n, ok := e.ObjectNew.(*corev1.Node)
+		return !ok || !equality.Semantic.DeepEqual(o.Spec, n.Spec) || !equality.Semantic.DeepEqual(o.Status, n.Status)
+	case *discoveryv1.EndpointSlice:
+		n, ok := e.ObjectNew.(*discoveryv1.EndpointSlice)
+		return !ok || !equality.Semantic.DeepEqual(o.Endpoints, n.Endpoints)
+	}
+	return true
 }}
 
 // announcerSet keeps one announcer per interface, created on first use

@@ -132,9 +132,29 @@ type Reconciler struct {
 	publishing bool
 	// republishQueued: a Republish is scheduled (RequestRepublish).
 	republishQueued bool
-	// settledOnce returns the start-up garbage to the OS after the first
-	// full pass.
-	settledOnce sync.Once
+	// trim returns a burst's garbage to the OS once the passes stop
+	// (trimMemory); guarded by mu.
+	trim *time.Timer
+}
+
+// memoryQuiet is how long the passes must stop before trimMemory gives
+// the heap back.
+const memoryQuiet = 10 * time.Second
+
+// trimMemory schedules one forced collection for when the passes have
+// stopped for memoryQuiet. A burst of passes (start-up, when every
+// Service is listed and decoded; a rollout; a failover's handovers)
+// leaves a heap twice the size of what stays live, and an idle speaker
+// allocates so little that the runtime would keep it for a long time.
+// One collection per quiet period costs a few milliseconds of CPU.
+func (r *Reconciler) trimMemory() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.trim == nil {
+		r.trim = time.AfterFunc(memoryQuiet, debug.FreeOSMemory)
+		return
+	}
+	r.trim.Reset(memoryQuiet)
 }
 
 // republishDelay coalesces the announcers' reports (an address on the
@@ -400,11 +420,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			}
 		})
 	}
-	// Listing every Service at start leaves a heap several times the
-	// size of what stays live (the decoded lists, the first plans); the
-	// runtime would return it to the OS over minutes. A node's memory is
-	// better back now: one forced collection, once.
-	r.settledOnce.Do(func() { go debug.FreeOSMemory() })
+	r.trimMemory()
 	pub := &publication{svcs: svcList.Items, announcing: announcing, plan: plan, bgp: bgpPlan, alive: alive}
 	r.mu.Lock()
 	r.lastPub, r.lastAnns = pub, touched
