@@ -102,11 +102,11 @@ type Mesh struct {
 	log          logr.Logger
 	metrics      *Metrics
 
-	conn *net.UDPConn
-	// urgent receives the leaving messages (see listenPair); nil if the
-	// kernel can't steer them.
-	urgent *net.UDPConn
-	addr   netip.AddrPort
+	// socks are the mesh's sockets (see sockets): heartbeats are read
+	// from rx at ticks, leaving messages from urgent at once (nil if the
+	// kernel can't steer them), and everything is sent from tx.
+	socks *sockets
+	addr  netip.AddrPort
 
 	// inc is this process's incarnation. start is the origin of the
 	// sequence numbers: a sequence is the monotonic time it was sent at,
@@ -280,11 +280,11 @@ func New(cfg Config) (*Mesh, error) {
 		inc = binary.BigEndian.Uint64(b[:])
 	}
 	bind := netip.AddrPortFrom(cfg.Bind.Addr().Unmap(), cfg.Bind.Port())
-	conn, urgent, err := listenPair(bind)
+	socks, err := listenGroup(bind)
 	if err != nil {
 		return nil, fmt.Errorf("membership: listen on %v: %w", bind, err)
 	}
-	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	local := socks.local
 	macKey := deriveKey(cfg.Key)
 	m := &Mesh{
 		self:         cfg.Self,
@@ -297,9 +297,8 @@ func New(cfg Config) (*Mesh, error) {
 		havePeers:    make(chan struct{}),
 		log:          cfg.Logger,
 		metrics:      cfg.Metrics,
-		conn:         conn,
-		urgent:       urgent,
-		batch:        newBatchWriter(conn, bind.Addr()),
+		socks:        socks,
+		batch:        newBatchWriter(socks.tx, bind.Addr()),
 		addr:         netip.AddrPortFrom(local.Addr().Unmap(), local.Port()),
 		inc:          inc,
 		start:        time.Now(),
@@ -470,10 +469,7 @@ func (m *Mesh) Leave() {
 func (m *Mesh) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
-		err = m.conn.Close()
-		if m.urgent != nil {
-			m.urgent.Close()
-		}
+		err = m.socks.Close()
 	})
 	return err
 }
@@ -488,16 +484,16 @@ func (m *Mesh) Run(ctx context.Context) error {
 		return errors.New("membership: Run called twice")
 	}
 	defer m.Close()
-	rx, err := newPoller(m.conn)
+	rx, err := newPoller(m.socks.rx)
 	if err != nil {
 		return fmt.Errorf("membership: %w", err)
 	}
-	if m.urgent != nil {
+	if urgent := m.socks.urgent; urgent != nil {
 		// Goodbyes only: this wakes once per leaving peer.
 		go func() {
 			buf := make([]byte, recvBufLen)
 			for {
-				n, _, err := m.urgent.ReadFromUDPAddrPort(buf)
+				n, _, err := urgent.ReadFromUDPAddrPort(buf)
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
@@ -553,7 +549,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 	// see quick below).
 	poll := func() error {
 		if err := rx.drain(m.hooks.dropIn.Load, m.receivePacket); err != nil {
-			// net.ErrClosed if Close was called under Run.
+			// A closed-socket error if Close was called under Run.
 			return fmt.Errorf("membership: receive: %w", err)
 		}
 		return nil

@@ -2,8 +2,11 @@ package membership
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPollerArrivalTime: a packet read late keeps the time it arrived,
@@ -14,7 +17,11 @@ func TestPollerArrivalTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rxc.Close()
-	p, err := newPoller(rxc)
+	rc, err := rxc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := newPoller(rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,5 +75,71 @@ func TestPollerArrivalTime(t *testing.T) {
 	rxc.Close()
 	if err := p.drain(func() bool { return false }, func([]byte, time.Time) {}); err == nil {
 		t.Error("drain on a closed socket: no error")
+	}
+}
+
+// TestSocketGroup: on one address and port, heartbeats reach only the
+// socket read at ticks, which Go's network poller never sees (it is
+// blocking), leaving messages reach only the urgent socket, and the
+// sending socket receives nothing, over both IPv4 and IPv6.
+func TestSocketGroup(t *testing.T) {
+	for _, bind := range []netip.AddrPort{loopback0, netip.MustParseAddrPort("[::1]:0")} {
+		t.Run(bind.Addr().String(), func(t *testing.T) {
+			s, err := listenGroup(bind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if s.urgent == nil || s.local.Port() == 0 || s.local.Addr() != bind.Addr() {
+				t.Fatalf("no steered group on %v (local %v, urgent %v)", bind, s.local, s.urgent)
+			}
+			if err := s.rx.Control(func(fd uintptr) {
+				fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+				if err != nil || fl&unix.O_NONBLOCK != 0 {
+					t.Errorf("rx socket flags %#x (%v): want blocking, outside the poller", fl, err)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(s.local))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			const beats = 50
+			pkt := func(typ msgType, i int) []byte { return []byte{0, byte(typ), byte(i)} }
+			for i := range beats {
+				c.Write(pkt(msgHeartbeat, i))
+			}
+			c.Write(pkt(msgLeaving, 0))
+			time.Sleep(50 * time.Millisecond)
+
+			buf := make([]byte, 64)
+			s.urgent.SetReadDeadline(time.Now().Add(time.Second))
+			n, _, err := s.urgent.ReadFromUDPAddrPort(buf)
+			if err != nil || n != 3 || msgType(buf[typeOffset]) != msgLeaving {
+				t.Errorf("urgent socket read %v (%v), want the leaving message", buf[:n], err)
+			}
+			p, err := newPoller(s.rx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			if err := p.drain(func() bool { return false }, func(b []byte, _ time.Time) {
+				if msgType(b[typeOffset]) != msgHeartbeat {
+					t.Errorf("rx read type %d", b[typeOffset])
+				}
+				got++
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if got != beats {
+				t.Errorf("rx read %d heartbeats, want %d", got, beats)
+			}
+			s.tx.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			if n, _, err := s.tx.ReadFromUDPAddrPort(buf); err == nil {
+				t.Errorf("the sending socket received %v", buf[:n])
+			}
+		})
 	}
 }
