@@ -20,9 +20,9 @@ func In[T any](name string, fn func() (T, error)) (T, error) {
 		return fn()
 	}
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
+		runtime.UnlockOSThread()
 		return zero, err
 	}
 	defer orig.Close()
@@ -32,12 +32,19 @@ func In[T any](name string, fn func() (T, error)) (T, error) {
 	}
 	target, err := get(name)
 	if err != nil {
+		runtime.UnlockOSThread()
 		return zero, fmt.Errorf("network namespace %q: %w", name, err)
 	}
 	defer target.Close()
 	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
 		return zero, fmt.Errorf("enter network namespace %q: %w", name, err)
 	}
-	defer func() { _ = netns.Set(orig) }()
-	return fn()
+	v, err := fn()
+	if netns.Set(orig) == nil {
+		runtime.UnlockOSThread()
+	}
+	// Otherwise the thread stays locked: Go retires it with this
+	// goroutine rather than run others in the wrong namespace.
+	return v, err
 }
