@@ -24,14 +24,14 @@
 //     kernel's arrival timestamps (SO_TIMESTAMPNS), not as they arrive:
 //     one wakeup per Interval instead of one per packet, which on small
 //     virtual machines was most of an idle speaker's CPU. The timestamps
-//     keep the freshness and expiry arithmetic exact. The socket they
-//     arrive on is kept out of Go's network poller, which would otherwise
-//     still wake a thread per packet just to note it readable. Leaving
-//     messages still wake their reader at once: the kernel steers them,
-//     by their type byte, to a second socket of the same port (an
-//     SO_REUSEPORT group with a classic BPF selector; see sockets).
-//     Heartbeats go out in one sendmmsg per tick, from a third socket of
-//     the group that receives nothing.
+//     keep the freshness and expiry arithmetic exact. Heartbeats go out
+//     in one sendmmsg per tick, from the same socket, and that socket is
+//     kept out of Go's network poller, which would otherwise still wake
+//     a thread for each packet received or sent, just to note the socket
+//     readable or writable. Leaving messages still wake their reader at
+//     once: the kernel steers them, by their type byte, to a second
+//     socket of the same port (an SO_REUSEPORT group with a classic BPF
+//     selector; see sockets).
 //
 // # Authentication and replay protection
 //

@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/net/ipv4"
 )
 
 const (
@@ -119,11 +119,11 @@ type Mesh struct {
 	// orders the leaving message after every heartbeat.
 	sendMu  sync.Mutex
 	sendMAC *macer
-	// batch sends many datagrams in one call; sendBufs and sendMsgs are
+	// out sends many datagrams in one call; sendBufs and sendMsgs are
 	// its reused buffers.
-	batch    batchWriter
+	out      *sender
 	sendBufs [][]byte
-	sendMsgs []ipv4.Message
+	sendMsgs []datagram
 	lastSeq  uint64
 
 	// mu guards the peers and the receiving MAC.
@@ -298,7 +298,7 @@ func New(cfg Config) (*Mesh, error) {
 		log:          cfg.Logger,
 		metrics:      cfg.Metrics,
 		socks:        socks,
-		batch:        newBatchWriter(socks.tx, bind.Addr()),
+		out:          newSender(socks.rx, bind.Addr()),
 		addr:         netip.AddrPortFrom(local.Addr().Unmap(), local.Port()),
 		inc:          inc,
 		start:        time.Now(),
@@ -858,23 +858,13 @@ func (m *Mesh) sendAll(typ msgType, ts []target) {
 			echoSeq: t.echoSeq,
 		}
 		m.sendBufs[i] = m.sendMAC.seal(msg.appendBody(m.sendBufs[i][:0]))
-		msgs = append(msgs, ipv4.Message{Buffers: [][]byte{m.sendBufs[i]}, Addr: net.UDPAddrFromAddrPort(t.addr)})
+		msgs = append(msgs, datagram{b: m.sendBufs[i], to: t.addr})
 	}
 	m.sendMsgs = msgs
 	if m.hooks.dropOut.Load() {
 		return
 	}
-	for len(msgs) > 0 {
-		n, err := m.batch.WriteBatch(msgs, 0)
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				m.log.V(1).Info("send failed", "peers", len(msgs), "type", typ.String(), "error", err.Error())
-			}
-			return
-		}
-		if n <= 0 {
-			return
-		}
-		msgs = msgs[n:]
+	if n, err := m.out.send(msgs); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrClosed) {
+		m.log.V(1).Info("send failed", "peers", len(msgs), "sent", n, "type", typ.String(), "error", err.Error())
 	}
 }
