@@ -20,9 +20,18 @@ func In[T any](name string, fn func() (T, error)) (T, error) {
 		return fn()
 	}
 	runtime.LockOSThread()
+	// home: the thread is in its own namespace, so it may go back to the
+	// scheduler. If it can't be brought back, it stays locked and Go
+	// retires it with this goroutine rather than run others in the wrong
+	// namespace.
+	home := true
+	defer func() {
+		if home {
+			runtime.UnlockOSThread()
+		}
+	}()
 	orig, err := netns.Get()
 	if err != nil {
-		runtime.UnlockOSThread()
 		return zero, err
 	}
 	defer orig.Close()
@@ -32,19 +41,13 @@ func In[T any](name string, fn func() (T, error)) (T, error) {
 	}
 	target, err := get(name)
 	if err != nil {
-		runtime.UnlockOSThread()
 		return zero, fmt.Errorf("network namespace %q: %w", name, err)
 	}
 	defer target.Close()
 	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
 		return zero, fmt.Errorf("enter network namespace %q: %w", name, err)
 	}
-	v, err := fn()
-	if netns.Set(orig) == nil {
-		runtime.UnlockOSThread()
-	}
-	// Otherwise the thread stays locked: Go retires it with this
-	// goroutine rather than run others in the wrong namespace.
-	return v, err
+	home = false
+	defer func() { home = netns.Set(orig) == nil }()
+	return fn()
 }

@@ -103,8 +103,9 @@ type Mesh struct {
 	metrics      *Metrics
 
 	// socks are the mesh's sockets (see sockets): heartbeats are read
-	// from rx at ticks, leaving messages from urgent at once (nil if the
-	// kernel can't steer them), and everything is sent from tx.
+	// from rx at ticks and everything is sent from it (through out);
+	// leaving messages are read from urgent at once (nil if the kernel
+	// can't steer them).
 	socks *sockets
 	addr  netip.AddrPort
 
@@ -569,6 +570,24 @@ func (m *Mesh) Run(ctx context.Context) error {
 		}
 	}
 
+	// wake reads what arrived and answers it: at a tick, with the round
+	// of heartbeats to everyone; otherwise only the peers whose packets
+	// want an answer. Then it re-arms the expiry and handshake timers.
+	wake := func(tick bool) error {
+		if err := poll(); err != nil {
+			return err
+		}
+		if tick {
+			m.answers() // the heartbeats to everyone answer them
+			m.sendHeartbeats()
+		} else {
+			m.sendAll(msgHeartbeat, m.answers())
+		}
+		check()
+		handshakes()
+		return nil
+	}
+
 	m.sendHeartbeats()
 	for {
 		select {
@@ -579,28 +598,19 @@ func (m *Mesh) Run(ctx context.Context) error {
 			m.Close()
 			return nil
 		case <-ticker.C:
-			if err := poll(); err != nil {
+			if err := wake(true); err != nil {
 				return err
 			}
-			m.answers() // the heartbeats to everyone answer them
-			m.sendHeartbeats()
-			check()
-			handshakes()
 		case <-expiry.C:
-			// A heartbeat may be waiting in the socket: read it first.
-			if err := poll(); err != nil {
+			// A heartbeat may be waiting in the socket: wake reads it
+			// before expiring anyone.
+			if err := wake(false); err != nil {
 				return err
 			}
-			m.sendAll(msgHeartbeat, m.answers())
-			check()
-			handshakes()
 		case <-quick.C:
-			if err := poll(); err != nil {
+			if err := wake(false); err != nil {
 				return err
 			}
-			m.sendAll(msgHeartbeat, m.answers())
-			check()
-			handshakes()
 		case <-m.kick:
 			// New peers; the interval may have stretched with them.
 			if iv, _ := m.Timing(); iv != interval {
