@@ -182,14 +182,3 @@ func requestFamilies(svc *corev1.Service) []ipam.Family {
 	}
 	return out
 }
-
-// IngressIPs reads the addresses in a Service's status, each once.
-func IngressIPs(svc *corev1.Service) []netip.Addr {
-	var out []netip.Addr
-	for _, in := range svc.Status.LoadBalancer.Ingress {
-		if ip, err := netip.ParseAddr(in.IP); err == nil && !slices.Contains(out, ip.Unmap()) {
-			out = append(out, ip.Unmap())
-		}
-	}
-	return out
-}

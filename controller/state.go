@@ -129,7 +129,7 @@ func (s *State) Prime(ctx context.Context, live client.Reader, filter ClassFilte
 	})
 	for i := range items {
 		svc := &items[i]
-		ips := IngressIPs(svc)
+		ips := config.IngressIPs(svc)
 		if !filter.Manages(svc) || len(ips) == 0 {
 			continue
 		}

@@ -18,7 +18,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ironlb/ironlb/bgp"
 	"github.com/ironlb/ironlb/config"
@@ -97,11 +96,11 @@ func (r *Reconciler) desiredBGP(ctx context.Context, cfg *config.Config, self *c
 }
 
 // applyBGP brings this node's sessions and routes in line with the plan.
-func (r *Reconciler) applyBGP(ctx context.Context, cfg *config.Config, nodes []corev1.Node, plan announce.BGPPlan) error {
+func (r *Reconciler) applyBGP(ctx context.Context, cfg *config.Config, nodes []*corev1.Node, plan announce.BGPPlan) error {
 	var self *corev1.Node
 	for i := range nodes {
 		if nodes[i].Name == r.Self {
-			self = &nodes[i]
+			self = nodes[i]
 		}
 	}
 	if self == nil {
@@ -136,10 +135,14 @@ func (r *Reconciler) password(ctx context.Context, p *config.BGPPeer) (string, e
 	if r.Namespace == "" || ref.Namespace != r.Namespace {
 		return "", fmt.Errorf("passwordSecret %s/%s: must be in the speaker's namespace %q", ref.Namespace, ref.Name, r.Namespace)
 	}
-	var s corev1.Secret
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, &s); err != nil {
-		return "", fmt.Errorf("passwordSecret %s/%s: %w", ref.Namespace, ref.Name, err)
+	if r.Stores.Secrets == nil {
+		return "", fmt.Errorf("passwordSecret %s/%s: the speaker watches no Secrets", ref.Namespace, ref.Name)
 	}
+	o, ok, _ := r.Stores.Secrets.GetByKey(ref.Namespace + "/" + ref.Name)
+	if !ok {
+		return "", fmt.Errorf("passwordSecret %s/%s: not found", ref.Namespace, ref.Name)
+	}
+	s := o.(*corev1.Secret)
 	key := ref.Key
 	if key == "" {
 		key = defaultPasswordKey
@@ -270,29 +273,31 @@ func (r *Reconciler) syncNodeStatus(ctx context.Context, last *v1beta1.BGPNodeSt
 	if equality.Semantic.DeepEqual(&st, last) {
 		return nil
 	}
+	const res = "bgpnodestatuses"
 	var obj v1beta1.BGPNodeStatus
-	err := r.Client.Get(ctx, types.NamespacedName{Name: r.Self}, &obj)
+	err := r.IronLB.Get().Resource(res).Name(r.Self).Do(ctx).Into(&obj)
 	switch {
 	case apierrors.IsNotFound(err):
 		if st.PeerCount == 0 && len(st.Peers) == 0 {
 			*last = st // nothing to show, and no object to clear
 			return nil
 		}
-		var node corev1.Node
-		if err := r.Client.Get(ctx, types.NamespacedName{Name: r.Self}, &node); err != nil {
-			return err
+		o, ok, _ := r.Stores.Nodes.GetByKey(r.Self)
+		if !ok {
+			return fmt.Errorf("node %q not found", r.Self)
 		}
+		node := o.(*corev1.Node)
 		obj = v1beta1.BGPNodeStatus{ObjectMeta: metav1.ObjectMeta{Name: r.Self, OwnerReferences: []metav1.OwnerReference{{
 			APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
 		}}}}
-		if err := r.Client.Create(ctx, &obj); err != nil {
+		if err := r.IronLB.Post().Resource(res).Body(&obj).Do(ctx).Into(&obj); err != nil {
 			return fmt.Errorf("create BGPNodeStatus %q: %w", r.Self, err)
 		}
 	case err != nil:
-		return err
+		return fmt.Errorf("read BGPNodeStatus %q: %w", r.Self, err)
 	}
 	obj.Status = st
-	if err := r.Client.Status().Update(ctx, &obj); err != nil {
+	if err := r.IronLB.Put().Resource(res).Name(r.Self).SubResource("status").Body(&obj).Do(ctx).Error(); err != nil {
 		return fmt.Errorf("update BGPNodeStatus %q: %w", r.Self, err)
 	}
 	*last = st

@@ -7,17 +7,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 )
 
 // fullObjects are a Service, two Nodes and an EndpointSlice as the API
 // server sends them, with the fields the speaker never reads filled in.
-func fullObjects() ([]corev1.Service, []corev1.Node, []discoveryv1.EndpointSlice) {
+func fullObjects() ([]*corev1.Service, []*corev1.Node, []*discoveryv1.EndpointSlice) {
 	meta := func(ns, name string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{
 			Namespace: ns, Name: name, ResourceVersion: "7", Labels: map[string]string{"app": "web"},
@@ -38,9 +37,10 @@ func fullObjects() ([]corev1.Service, []corev1.Node, []discoveryv1.EndpointSlice
 		},
 		Status: corev1.ServiceStatus{
 			LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "198.18.0.1"}}},
-			Conditions: []metav1.Condition{{
-				Type: v1beta1.ServiceConditionAnnounced, Status: metav1.ConditionTrue, Reason: reasonLayer2, Message: "n1",
-			}},
+			Conditions: []metav1.Condition{
+				{Type: "ironlb.io/Allocated", Status: metav1.ConditionTrue, Reason: "Allocated", Message: "from pool-a"},
+				{Type: v1beta1.ServiceConditionAnnounced, Status: metav1.ConditionTrue, Reason: reasonLayer2, Message: "n1"},
+			},
 		},
 	}
 	node := func(name, ip string, ready corev1.ConditionStatus) corev1.Node {
@@ -69,17 +69,21 @@ func fullObjects() ([]corev1.Service, []corev1.Node, []discoveryv1.EndpointSlice
 		Ports: []discoveryv1.EndpointPort{{Port: ptr.To(int32(8080))}},
 	}
 	slice.Labels[discoveryv1.LabelServiceName] = "web"
-	return []corev1.Service{svc}, []corev1.Node{node("n1", "192.0.2.1", corev1.ConditionTrue), node("n2", "192.0.2.2", corev1.ConditionFalse)}, []discoveryv1.EndpointSlice{slice}
+	slice.Labels[discoveryv1.LabelManagedBy] = "endpointslice-controller.k8s.io"
+	slice.OwnerReferences = []metav1.OwnerReference{{Kind: "Service", Name: "web"}}
+	svc.Finalizers = []string{"service.kubernetes.io/load-balancer-cleanup"}
+	n1, n2 := node("n1", "192.0.2.1", corev1.ConditionTrue), node("n2", "192.0.2.2", corev1.ConditionFalse)
+	return []*corev1.Service{&svc}, []*corev1.Node{&n1, &n2}, []*discoveryv1.EndpointSlice{&slice}
 }
 
-func strip[T any](t *testing.T, in []T) []T {
-	out := make([]T, len(in))
+func strip[T any](t *testing.T, in []*T) []*T {
+	out := make([]*T, len(in))
 	for i := range in {
-		o := any(&in[i]).(client.Object).DeepCopyObject()
+		o := any(in[i]).(object).DeepCopyObject()
 		if _, err := stripUnread(o); err != nil {
 			t.Fatal(err)
 		}
-		out[i] = *any(o).(*T)
+		out[i] = any(o).(*T)
 	}
 	return out
 }
@@ -109,13 +113,17 @@ func TestStripUnread(t *testing.T) {
 		t.Fatal("the fixture does not exercise endpoints or readiness")
 	}
 	gone := map[string]bool{
-		"managedFields":   ssvcs[0].ManagedFields != nil || snodes[0].ManagedFields != nil,
-		"last-applied":    ssvcs[0].Annotations[corev1.LastAppliedConfigAnnotation] != "",
-		"Service ports":   ssvcs[0].Spec.Ports != nil || ssvcs[0].Spec.Selector != nil || ssvcs[0].Spec.ClusterIP != "",
-		"Node images":     snodes[0].Status.Images != nil || snodes[0].Status.NodeInfo.KernelVersion != "" || snodes[0].Spec.PodCIDR != "",
-		"heartbeats":      len(snodes[0].Status.Conditions) != 2 || !snodes[0].Status.Conditions[0].LastHeartbeatTime.IsZero(),
-		"endpoint pods":   sslices[0].Endpoints[0].Addresses != nil || sslices[0].Endpoints[0].TargetRef != nil || sslices[0].Ports != nil,
-		"original intact": svcs[0].Spec.Ports == nil, // strip works on copies here; the cache hands it its own
+		"managedFields":    ssvcs[0].ManagedFields != nil || snodes[0].ManagedFields != nil,
+		"last-applied":     ssvcs[0].Annotations[corev1.LastAppliedConfigAnnotation] != "",
+		"Service ports":    ssvcs[0].Spec.Ports != nil || ssvcs[0].Spec.Selector != nil || ssvcs[0].Spec.ClusterIP != "",
+		"Node images":      snodes[0].Status.Images != nil || snodes[0].Status.NodeInfo.KernelVersion != "" || snodes[0].Spec.PodCIDR != "",
+		"heartbeats":       len(snodes[0].Status.Conditions) != 2 || !snodes[0].Status.Conditions[0].LastHeartbeatTime.IsZero(),
+		"other conditions": len(ssvcs[0].Status.Conditions) != 1,
+		"finalizers":       ssvcs[0].Finalizers != nil,
+		"Node annotations": snodes[0].Annotations != nil,
+		"slice metadata":   sslices[0].Annotations != nil || len(sslices[0].Labels) != 1 || sslices[0].OwnerReferences != nil,
+		"endpoint pods":    sslices[0].Endpoints[0].Addresses != nil || sslices[0].Endpoints[0].TargetRef != nil || sslices[0].Ports != nil,
+		"original intact":  svcs[0].Spec.Ports == nil, // strip works on copies here; the cache hands it its own
 	}
 	for what, kept := range gone {
 		if kept {
@@ -129,8 +137,8 @@ func TestStripUnread(t *testing.T) {
 func TestPlanInputChanged(t *testing.T) {
 	svcs, nodes, slices := fullObjects()
 	svc, node, slice := strip(t, svcs)[0], strip(t, nodes)[0], strip(t, slices)[0]
-	refreshed := func(o client.Object) client.Object {
-		full := o.DeepCopyObject().(client.Object)
+	refreshed := func(o object) object {
+		full := o.DeepCopyObject().(object)
 		full.SetResourceVersion("8")
 		switch f := full.(type) {
 		case *corev1.Node:
@@ -143,42 +151,48 @@ func TestPlanInputChanged(t *testing.T) {
 			f.Spec.Ports = []corev1.ServicePort{{Port: 443}}
 		}
 		thin, _ := stripUnread(full)
-		return thin.(client.Object)
+		return thin.(object)
 	}
-	changed := func(o client.Object, change func(client.Object)) client.Object {
-		n := o.DeepCopyObject().(client.Object)
+	changed := func(o object, change func(object)) object {
+		n := o.DeepCopyObject().(object)
 		change(n)
 		return n
 	}
 	for _, tc := range []struct {
 		what     string
-		old, new client.Object
+		old, new object
 		want     bool
 	}{
-		{"Service: ports and conditions only", &svc, refreshed(&svc), false},
-		{"Node: heartbeat, images, other conditions", &node, refreshed(&node), false},
-		{"EndpointSlice: a pod's address on the same node", &slice, refreshed(&slice), false},
-		{"Service: new ingress", &svc, changed(&svc, func(o client.Object) {
+		{"Service: ports and conditions only", svc, refreshed(svc), false},
+		{"Node: heartbeat, images, other conditions", node, refreshed(node), false},
+		{"EndpointSlice: a pod's address on the same node", slice, refreshed(slice), false},
+		{"Service: new ingress", svc, changed(svc, func(o object) {
 			o.(*corev1.Service).Status.LoadBalancer.Ingress = nil
 		}), true},
-		{"Service: label", &svc, changed(&svc, func(o client.Object) { o.SetLabels(map[string]string{"x": "y"}) }), true},
-		{"Node: not Ready", &node, changed(&node, func(o client.Object) {
+		{"Service: label", svc, changed(svc, func(o object) { o.SetLabels(map[string]string{"x": "y"}) }), true},
+		{"Node: not Ready", node, changed(node, func(o object) {
 			o.(*corev1.Node).Status.Conditions[0].Status = corev1.ConditionFalse
 		}), true},
-		{"Node: cordoned", &node, changed(&node, func(o client.Object) { o.(*corev1.Node).Spec.Unschedulable = false }), true},
-		{"Node: new address", &node, changed(&node, func(o client.Object) {
+		{"Node: cordoned", node, changed(node, func(o object) { o.(*corev1.Node).Spec.Unschedulable = false }), true},
+		{"Node: new address", node, changed(node, func(o object) {
 			o.(*corev1.Node).Status.Addresses[1].Address = "192.0.2.9"
 		}), true},
-		{"EndpointSlice: endpoint not ready", &slice, changed(&slice, func(o client.Object) {
+		{"EndpointSlice: endpoint not ready", slice, changed(slice, func(o object) {
 			o.(*discoveryv1.EndpointSlice).Endpoints[0].Conditions.Ready = ptr.To(false)
 		}), true},
-		{"EndpointSlice: endpoint moved", &slice, changed(&slice, func(o client.Object) {
+		{"EndpointSlice: endpoint moved", slice, changed(slice, func(o object) {
 			o.(*discoveryv1.EndpointSlice).Endpoints[0].NodeName = ptr.To("n3")
 		}), true},
-		{"deleted", &node, changed(&node, func(o client.Object) { o.SetDeletionTimestamp(&metav1.Time{}) }), true},
+		{"deleted", node, changed(node, func(o object) { o.SetDeletionTimestamp(&metav1.Time{}) }), true},
 	} {
-		if got := planInputChanged.Update(event.UpdateEvent{ObjectOld: tc.old, ObjectNew: tc.new}); got != tc.want {
+		if got := planInputChanged(tc.old, tc.new); got != tc.want {
 			t.Errorf("%s: planInputChanged = %v, want %v", tc.what, got, tc.want)
 		}
 	}
+}
+
+// object is what the caches hold.
+type object interface {
+	metav1.Object
+	runtime.Object
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,20 +17,12 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/internal/kube"
 	"github.com/ironlb/ironlb/l2"
 	"github.com/ironlb/ironlb/speaker/membership"
 )
@@ -47,28 +40,19 @@ type Options struct {
 	// default: the interface holding the node's InternalIP.
 	Interfaces []string
 	Registry   prometheus.Registerer
-	// Namespace is the speaker's own; BGP password Secrets are read there
-	// (the manager's cache must watch Secrets in it, and only there).
+	// Namespace is the speaker's own; BGP password Secrets are read there,
+	// and only there (empty: none are).
 	Namespace string
+	// SyncTimeout bounds the first list of every watched kind. A
+	// DaemonSet rollout has every speaker list every Service at once; on
+	// a busy API server that can take minutes, and giving up early means
+	// a restart and another list.
+	SyncTimeout time.Duration
 }
 
-// CacheOptions are the manager cache settings the speaker needs. Secrets
-// are cached in namespace only (the speaker may read no others; empty:
-// none are watched). Every object is kept without what the speaker never
-// reads (stripUnread): every node caches every Service, Node and
-// EndpointSlice of the cluster, so what a cached object carries is paid
-// once per object per node.
-func CacheOptions(namespace string) cache.Options {
-	o := cache.Options{DefaultTransform: stripUnread}
-	if namespace != "" {
-		o.ByObject = map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Namespaces: map[string]cache.Config{namespace: {}}},
-		}
-	}
-	return o
-}
-
-// stripUnread is the cache transform of CacheOptions. It keeps, of every
+// stripUnread is the informers' transform: every node caches every
+// Service, Node and EndpointSlice of the cluster, so what a cached object
+// carries is paid once per object per node. It keeps, of every
 // object, its identity, labels and annotations (minus managedFields and
 // the last-applied annotation), and of Services, Nodes and EndpointSlices
 // only the fields the plan reads (ServiceInfos, NodeInfos, peers and the
@@ -86,9 +70,33 @@ func stripUnread(in any) (any, error) {
 			}
 		}
 	}
+	// Of the metadata of the three kinds every node caches in bulk, the
+	// plan reads the name, labels, generation and (Nodes) UID, and of
+	// annotations only ironlb's on Services and none on the others.
+	if o, ok := in.(metav1.Object); ok {
+		switch in.(type) {
+		case *corev1.Service, *corev1.Node, *discoveryv1.EndpointSlice:
+			o.SetOwnerReferences(nil)
+			o.SetFinalizers(nil)
+			o.SetGenerateName("")
+			keep := func(string) bool { return false }
+			if _, svc := in.(*corev1.Service); svc {
+				keep = func(k string) bool { return strings.HasPrefix(k, v1beta1.GroupVersion.Group+"/") }
+			}
+			o.SetAnnotations(filterKeys(o.GetAnnotations(), keep))
+		}
+	}
 	switch o := in.(type) {
 	case *corev1.Service:
 		o.Spec = corev1.ServiceSpec{Type: o.Spec.Type, ExternalTrafficPolicy: o.Spec.ExternalTrafficPolicy}
+		// Of the conditions, only the speakers' own.
+		var conds []metav1.Condition
+		for _, c := range o.Status.Conditions {
+			if c.Type == v1beta1.ServiceConditionAnnounced {
+				conds = append(conds, c)
+			}
+		}
+		o.Status.Conditions = conds
 	case *corev1.Node:
 		o.Spec = corev1.NodeSpec{Unschedulable: o.Spec.Unschedulable}
 		st := corev1.NodeStatus{Addresses: o.Status.Addresses}
@@ -106,15 +114,40 @@ func stripUnread(in any) (any, error) {
 			eps[i] = discoveryv1.Endpoint{NodeName: e.NodeName, Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready}}
 		}
 		o.Endpoints, o.Ports = eps, nil
+		o.Labels = filterKeys(o.Labels, func(k string) bool { return k == discoveryv1.LabelServiceName })
 	}
 	return in, nil
 }
 
-// Setup adds the speaker to mgr (no leader election: every node runs one).
-func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
-	log := ctrl.Log.WithName("speaker")
+// filterKeys returns the entries of m whose keys keep passes, m itself
+// when that is all of them, nil when none.
+func filterKeys(m map[string]string, keep func(string) bool) map[string]string {
+	n := 0
+	for k := range m {
+		if keep(k) {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return nil
+	case len(m):
+		return m
+	}
+	out := make(map[string]string, n)
+	for k, v := range m {
+		if keep(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// Run runs the speaker until ctx ends, then hands its addresses over
+// (no leader election: every node runs one).
+func Run(ctx context.Context, cs *kube.Clients, log logr.Logger, opts Options) error {
 	var node corev1.Node
-	if err := mgr.GetAPIReader().Get(ctx, types.NamespacedName{Name: opts.NodeName}, &node); err != nil {
+	if err := cs.Core.Get().Resource("nodes").Name(opts.NodeName).Do(ctx).Into(&node); err != nil {
 		return fmt.Errorf("node %q: %w", opts.NodeName, err)
 	}
 	nodeIP, ok := netip.Addr{}, false
@@ -151,19 +184,25 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("liveness mesh on %s:%d: %w", nodeIP, opts.MeshPort, err)
 	}
 
-	trigger := make(chan event.GenericEvent, 1)
+	trigger := make(chan struct{}, 1)
 	poke := func() {
 		select {
-		case trigger <- event.GenericEvent{Object: &corev1.Node{}}:
+		case trigger <- struct{}{}:
 		default:
 		}
 	}
+	trimmer := NewTrimmer()
+	stores, informers, err := watch(cs, opts.Namespace, poke, trimmer.Active)
+	if err != nil {
+		return err
+	}
+	events := kube.NewRecorder(cs, "ironlb-speaker", log.WithName("events"))
 	nodeV4, nodeV6 := nodeAddresses(&node)
 	drv := &bgpDriver{log: log.WithName("bgp"), nodeIPv4: nodeV4, nodeV6: nodeV6, reg: opts.Registry}
 	rec := &Reconciler{
-		Client: mgr.GetClient(), Self: opts.NodeName, Mesh: mesh, MeshPort: opts.MeshPort,
-		Recorder: mgr.GetEventRecorder("ironlb-speaker"), Log: log, Interfaces: opts.Interfaces,
-		Namespace: opts.Namespace, BGP: drv,
+		Stores: stores, Core: cs.Core, IronLB: cs.IronLB, Self: opts.NodeName, Mesh: mesh, MeshPort: opts.MeshPort,
+		Recorder: events, Log: log, Interfaces: opts.Interfaces, Namespace: opts.Namespace, BGP: drv,
+		Trimmer: trimmer,
 	}
 	anns := &announcerSet{
 		byName: map[string]*l2.Announcer{},
@@ -195,128 +234,215 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		})
 	}
 
-	// The mesh lives as long as the manager; the announcers a little
-	// longer, for a graceful handover.
+	// The informers and the event writer stop with ctx; the announcers
+	// live a little longer, for a graceful handover.
+	for _, inf := range informers {
+		go inf.RunWithContext(ctx)
+	}
+	go events.Run(ctx)
+	go rec.Trimmer.Run(ctx, 10*time.Second)
+	syncCtx, cancelSync := context.WithTimeout(ctx, opts.SyncTimeout)
+	synced := make([]cache.InformerSynced, len(informers))
+	for i, inf := range informers {
+		synced[i] = inf.HasSynced
+	}
+	ok = cache.WaitForCacheSync(syncCtx.Done(), synced...)
+	cancelSync()
+	if !ok {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("the API server did not list every watched kind within %s", opts.SyncTimeout)
+	}
+	log.Info("caches synced", "kinds", len(informers))
+
 	annCtx, annCancel := context.WithCancel(context.Background())
+	defer annCancel()
 	anns.ctx = annCtx
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		defer annCancel()
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-mesh.Changes():
-					poke()
-				}
-			}
-		}()
-		go func() {
-			// The node's BGPNodeStatus follows the sessions (their state
-			// changes without any API event).
-			var last v1beta1.BGPNodeStatusStatus
-			t := time.NewTicker(2 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if err := rec.syncNodeStatus(ctx, &last); err != nil {
-						log.Error(err, "BGP node status")
-					}
-				}
-			}
-		}()
-		go watchLinks(ctx, log, func(iface string) {
-			if rec.WaitingFor(iface) {
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-mesh.Changes():
 				poke()
 			}
-		})
-		// Graceful stop, in this order: announcers start yielding, then the
-		// mesh tells the peers we leave (Run does on cancel), so the new
-		// owner's first announcement already finds us yielding.
-		meshCtx, meshCancel := context.WithCancel(context.Background())
-		defer meshCancel()
-		go func() {
-			<-ctx.Done()
-			for _, a := range anns.all() {
-				a.BeginHandover()
-			}
-			meshCancel()
-		}()
-		err := mesh.Run(meshCtx)
-		// Keep answering until each address's new owner announced it,
-		// then withdraw (at most 2 s).
-		hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		var wg sync.WaitGroup
-		for _, a := range anns.all() {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if left := a.Handover(hctx); left > 0 {
-					log.Info("stopping with addresses nobody took over", "count", left)
-				}
-			}()
 		}
-		wg.Wait()
-		// With graceful restart the routers keep our routes meanwhile.
-		drv.Stop()
-		return err
-	})); err != nil {
-		return err
-	}
-
-	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "plan"}}}
+	}()
+	go func() {
+		// The node's BGPNodeStatus follows the sessions (their state
+		// changes without any API event).
+		var last v1beta1.BGPNodeStatusStatus
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := rec.syncNodeStatus(ctx, &last); err != nil {
+					log.Error(err, "BGP node status")
+				}
+			}
+		}
+	}()
+	go watchLinks(ctx, log, func(iface string) {
+		if rec.WaitingFor(iface) {
+			poke()
+		}
 	})
-	b := ctrl.NewControllerManagedBy(mgr).Named("speaker").
-		// A DaemonSet rollout has every speaker list every Service at
-		// once; on a busy API server that can take minutes, and giving up
-		// after the default 2 minutes means a restart and another list.
-		WithOptions(controller.Options{CacheSyncTimeout: 15 * time.Minute}).
-		WatchesRawSource(source.Channel(trigger, all)).
-		Watches(&corev1.Service{}, all, builder.WithPredicates(planInputChanged)).
-		Watches(&corev1.Node{}, all, builder.WithPredicates(planInputChanged)).
-		Watches(&discoveryv1.EndpointSlice{}, all, builder.WithPredicates(planInputChanged))
-	if opts.Namespace != "" {
-		b = b.Watches(&corev1.Secret{}, all) // BGP passwords
+	// Graceful stop, in this order: announcers start yielding, then the
+	// mesh tells the peers we leave (Run does on cancel), so the new
+	// owner's first announcement already finds us yielding.
+	meshCtx, meshCancel := context.WithCancel(context.Background())
+	defer meshCancel()
+	meshDone := make(chan error, 1)
+	go func() { meshDone <- mesh.Run(meshCtx) }()
+
+	loop(ctx, log, trigger, rec.Pass)
+
+	for _, a := range anns.all() {
+		a.BeginHandover()
 	}
-	for _, o := range []client.Object{&v1beta1.IPAddressPool{}, &v1beta1.L2Advertisement{}, &v1beta1.BGPPeer{}, &v1beta1.BGPAdvertisement{}, &v1beta1.BFDProfile{}, &v1beta1.Community{}} {
-		b = b.Watches(o, all)
+	meshCancel()
+	err = <-meshDone
+	// Keep answering until each address's new owner announced it, then
+	// withdraw (at most 2 s).
+	hctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, a := range anns.all() {
+		wg.Go(func() {
+			if left := a.Handover(hctx); left > 0 {
+				log.Info("stopping with addresses nobody took over", "count", left)
+			}
+		})
 	}
-	return b.Complete(rec)
+	wg.Wait()
+	// With graceful restart the routers keep our routes meanwhile.
+	drv.Stop()
+	return err
 }
 
-// planInputChanged passes the Service, Node and EndpointSlice updates
-// that can change the plan. For Services, status condition writes (the
-// speakers' own Announced condition, the controller's) cannot, and with
-// one write per address per change, each waking every speaker for a full
-// pass, they kept large clusters busy long after the addresses had
-// settled. For Nodes and EndpointSlices, what stripUnread leaves is what
-// the plan reads, so a kubelet's status refresh or an endpoint's new pod
-// address on the same node wakes nobody.
-var planInputChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-	if !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) ||
-		!maps.Equal(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations()) ||
-		!e.ObjectOld.GetDeletionTimestamp().Equal(e.ObjectNew.GetDeletionTimestamp()) {
+// Pass backoff after a failed pass: doubling from retryMin up to retryMax,
+// reset by a pass that succeeds. News (a trigger) runs a pass at once.
+const (
+	retryMin = 100 * time.Millisecond
+	retryMax = time.Minute
+)
+
+// loop runs pass on every trigger, and again when pass asks for a retry
+// or fails, until ctx ends. Passes never overlap.
+func loop(ctx context.Context, log logr.Logger, trigger <-chan struct{}, pass func(context.Context) (time.Duration, error)) {
+	timer := time.NewTimer(0) // the first pass
+	defer timer.Stop()
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-trigger:
+		case <-timer.C:
+		}
+		retry, err := pass(ctx)
+		if err != nil {
+			backoff = min(max(2*backoff, retryMin), retryMax)
+			retry = backoff
+			log.Error(err, "pass failed", "retryIn", retry)
+		} else {
+			backoff = 0
+		}
+		timer.Stop()
+		if retry > 0 {
+			timer.Reset(retry)
+		}
+	}
+}
+
+// watch starts nothing: it builds the informers of every kind a pass
+// reads, each change calling poke (Services, Nodes and EndpointSlices
+// only when planInputChanged) and every one calling active (decoding is
+// most of what a speaker allocates), and the stores a pass reads them
+// from.
+func watch(cs *kube.Clients, namespace string, poke, active func()) (*Stores, []cache.SharedIndexInformer, error) {
+	var st Stores
+	var infs []cache.SharedIndexInformer
+	for _, w := range []struct {
+		store    *cache.Store
+		client   rest.Interface
+		resource string
+		obj      runtime.Object
+	}{
+		{&st.Services, cs.Core, "services", &corev1.Service{}},
+		{&st.Nodes, cs.Core, "nodes", &corev1.Node{}},
+		{&st.EndpointSlices, cs.Discovery, "endpointslices", &discoveryv1.EndpointSlice{}},
+		{&st.Pools, cs.IronLB, "ipaddresspools", &v1beta1.IPAddressPool{}},
+		{&st.L2Advertisements, cs.IronLB, "l2advertisements", &v1beta1.L2Advertisement{}},
+		{&st.BGPPeers, cs.IronLB, "bgppeers", &v1beta1.BGPPeer{}},
+		{&st.BGPAdvertisements, cs.IronLB, "bgpadvertisements", &v1beta1.BGPAdvertisement{}},
+		{&st.BFDProfiles, cs.IronLB, "bfdprofiles", &v1beta1.BFDProfile{}},
+		{&st.Communities, cs.IronLB, "communities", &v1beta1.Community{}},
+		{&st.Secrets, cs.Core, "secrets", &corev1.Secret{}}, // BGP passwords
+	} {
+		ns := ""
+		if w.resource == "secrets" {
+			if namespace == "" {
+				continue
+			}
+			ns = namespace // the speaker may read no others
+		}
+		inf, err := kube.Informer(w.client, w.resource, ns, w.obj, stripUnread)
+		if err != nil {
+			return nil, nil, fmt.Errorf("watch %s: %w", w.resource, err)
+		}
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { active(); poke() },
+			UpdateFunc: func(old, new any) {
+				active()
+				if planInputChanged(old, new) {
+					poke()
+				}
+			},
+			DeleteFunc: func(any) { active(); poke() },
+		}); err != nil {
+			return nil, nil, fmt.Errorf("watch %s: %w", w.resource, err)
+		}
+		*w.store = inf.GetStore()
+		infs = append(infs, inf)
+	}
+	return &st, infs, nil
+}
+
+// planInputChanged tells the updates that can change the plan. For
+// Services, status condition writes (the speakers' own Announced
+// condition, the controller's) cannot, and with one write per address
+// per change, each waking every speaker for a full pass, they kept large
+// clusters busy long after the addresses had settled. For Nodes and
+// EndpointSlices, what stripUnread leaves is what the plan reads, so a
+// kubelet's status refresh or an endpoint's new pod address on the same
+// node wakes nobody. Other kinds always can.
+func planInputChanged(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(metav1.Object)
+	n, ok2 := newObj.(metav1.Object)
+	if !ok1 || !ok2 || !maps.Equal(o.GetLabels(), n.GetLabels()) ||
+		!maps.Equal(o.GetAnnotations(), n.GetAnnotations()) ||
+		!o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp()) {
 		return true
 	}
-	switch o := e.ObjectOld.(type) {
+	switch o := oldObj.(type) {
 	case *corev1.Service:
-		n, ok := e.ObjectNew.(*corev1.Service)
+		n, ok := newObj.(*corev1.Service)
 		return !ok || !equality.Semantic.DeepEqual(o.Spec, n.Spec) ||
 			!equality.Semantic.DeepEqual(o.Status.LoadBalancer, n.Status.LoadBalancer)
 	case *corev1.Node:
-		n, ok := e.ObjectNew.(*corev1.Node)
+		n, ok := newObj.(*corev1.Node)
 		return !ok || !equality.Semantic.DeepEqual(o.Spec, n.Spec) || !equality.Semantic.DeepEqual(o.Status, n.Status)
 	case *discoveryv1.EndpointSlice:
-		n, ok := e.ObjectNew.(*discoveryv1.EndpointSlice)
+		n, ok := newObj.(*discoveryv1.EndpointSlice)
 		return !ok || !equality.Semantic.DeepEqual(o.Endpoints, n.Endpoints)
 	}
 	return true
-}}
+}
 
 // announcerSet keeps one announcer per interface, created on first use
 // and forgotten when it stops for good (its interface went away), so that

@@ -7,12 +7,12 @@ package speaker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/netip"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -26,13 +26,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/tools/events"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
-	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/l2"
 	"github.com/ironlb/ironlb/speaker/announce"
 	"github.com/ironlb/ironlb/speaker/membership"
@@ -67,14 +67,65 @@ type Liveness interface {
 	Settled() bool
 }
 
+// EventRecorder records Events (kube.Recorder).
+type EventRecorder interface {
+	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// Stores are the informer caches a pass reads. Their objects are shared:
+// nothing may modify them.
+type Stores struct {
+	Services, Nodes, EndpointSlices                                                cache.Store
+	Pools, L2Advertisements, BGPPeers, BGPAdvertisements, BFDProfiles, Communities cache.Store
+	// Secrets holds the speaker's namespace's only; nil without one.
+	Secrets cache.Store
+}
+
+// objects lists a store's objects: the store's own, never to be modified.
+func objects[T any](s cache.Store) []*T {
+	l := s.List()
+	out := make([]*T, 0, len(l))
+	for _, o := range l {
+		if t, ok := o.(*T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// items copies a store's objects into a slice, shallowly (what a pass
+// reads of them is never modified).
+func items[T any](s cache.Store) []T {
+	l := s.List()
+	out := make([]T, 0, len(l))
+	for _, o := range l {
+		if t, ok := o.(*T); ok {
+			out = append(out, *t)
+		}
+	}
+	return out
+}
+
+// config reads the ironlb objects.
+func (s *Stores) config() config.Objects {
+	return config.Objects{
+		Pools: items[v1beta1.IPAddressPool](s.Pools), L2Advertisements: items[v1beta1.L2Advertisement](s.L2Advertisements),
+		BGPPeers: items[v1beta1.BGPPeer](s.BGPPeers), BGPAdvertisements: items[v1beta1.BGPAdvertisement](s.BGPAdvertisements),
+		BFDProfiles: items[v1beta1.BFDProfile](s.BFDProfiles), Communities: items[v1beta1.Community](s.Communities),
+	}
+}
+
 // Reconciler recomputes the cluster-wide plan on every change and applies
 // this node's part of it.
 type Reconciler struct {
-	Client   client.Client
-	Self     string
-	Mesh     Liveness
-	MeshPort uint16
-	Recorder events.EventRecorder
+	Stores *Stores
+	// Core and IronLB write the Services' conditions and the node's
+	// BGPNodeStatus.
+	Core, IronLB rest.Interface
+	Self         string
+	Mesh         Liveness
+	MeshPort     uint16
+	Recorder     EventRecorder
 	// Announcer returns the announcer of an interface, creating it on
 	// first use.
 	Announcer func(iface string) (Announcer, error)
@@ -132,29 +183,8 @@ type Reconciler struct {
 	publishing bool
 	// republishQueued: a Republish is scheduled (RequestRepublish).
 	republishQueued bool
-	// trim returns a burst's garbage to the OS once the passes stop
-	// (trimMemory); guarded by mu.
-	trim *time.Timer
-}
-
-// memoryQuiet is how long the passes must stop before trimMemory gives
-// the heap back.
-const memoryQuiet = 10 * time.Second
-
-// trimMemory schedules one forced collection for when the passes have
-// stopped for memoryQuiet. A burst of passes (start-up, when every
-// Service is listed and decoded; a rollout; a failover's handovers)
-// leaves a heap twice the size of what stays live, and an idle speaker
-// allocates so little that the runtime would keep it for a long time.
-// One collection per quiet period costs a few milliseconds of CPU.
-func (r *Reconciler) trimMemory() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.trim == nil {
-		r.trim = time.AfterFunc(memoryQuiet, debug.FreeOSMemory)
-		return
-	}
-	r.trim.Reset(memoryQuiet)
+	// Trimmer hears of every pass (nil: nobody trims).
+	Trimmer *Trimmer
 }
 
 // republishDelay coalesces the announcers' reports (an address on the
@@ -216,7 +246,7 @@ func (r *Reconciler) Republish(ctx context.Context) {
 }
 
 type publication struct {
-	svcs []corev1.Service
+	svcs []*corev1.Service
 	// announcing is what this node's announcers answer for now.
 	announcing map[netip.Addr]bool
 	plan       announce.L2Plan
@@ -261,35 +291,23 @@ func (r *Reconciler) Conflict(ip netip.Addr, mac net.HardwareAddr) {
 	r.conflicts[ip] = mac
 }
 
-// Reconcile runs one pass. It is keyed on nothing: the plan is global.
-func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
-	objs, err := controller.ReadConfig(ctx, r.Client)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	cfg, _ := config.Parse(objs)
-	// A pass only reads these: the cache's own objects, not deep copies
-	// of every Service on every pass (most of a pass's allocations in a
-	// large cluster). Nothing below may modify them.
-	var nodeList corev1.NodeList
-	if err := r.Client.List(ctx, &nodeList, client.UnsafeDisableDeepCopy); err != nil {
-		return ctrl.Result{}, err
-	}
-	var svcList corev1.ServiceList
-	if err := r.Client.List(ctx, &svcList, client.UnsafeDisableDeepCopy); err != nil {
-		return ctrl.Result{}, err
-	}
-	var epSlices discoveryv1.EndpointSliceList
-	if err := r.Client.List(ctx, &epSlices, client.UnsafeDisableDeepCopy); err != nil {
-		return ctrl.Result{}, err
-	}
+// Pass runs one pass; the plan is global, so a pass is keyed on nothing.
+// retry > 0 asks for another pass after that long even without news.
+func (r *Reconciler) Pass(ctx context.Context) (retry time.Duration, err error) {
+	cfg, _ := config.Parse(r.Stores.config())
+	// A pass only reads the caches' own objects, not deep copies of every
+	// Service on every pass (most of a pass's allocations in a large
+	// cluster). Nothing below may modify them.
+	nodeList := objects[corev1.Node](r.Stores.Nodes)
+	svcList := objects[corev1.Service](r.Stores.Services)
+	epSlices := objects[discoveryv1.EndpointSlice](r.Stores.EndpointSlices)
 
-	meshPeers := peers(nodeList.Items, r.MeshPort)
+	meshPeers := peers(nodeList, r.MeshPort)
 	r.Mesh.SetPeers(meshPeers)
 	r.setPeerIPs(meshPeers)
 	alive := r.Mesh.Alive()
-	nodes := NodeInfos(nodeList.Items, alive)
-	svcs := ServiceInfos(svcList.Items, epSlices.Items)
+	nodes := NodeInfos(nodeList, alive)
+	svcs := ServiceInfos(svcList, epSlices)
 	for i := range svcs {
 		for k, ip := range svcs[i].IPs {
 			if p := cfg.PoolOf(ip); p != nil && k < len(svcs[i].Pools) {
@@ -302,14 +320,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	// A BGP failure is retried, but must not hold up layer 2.
 	var bgpErr error
 	if r.BGP != nil {
-		bgpErr = r.applyBGP(ctx, cfg, nodeList.Items, bgpPlan)
+		bgpErr = r.applyBGP(ctx, cfg, nodeList, bgpPlan)
 	}
 
 	if !r.Mesh.Settled() {
 		// Until the mesh has heard from its peers they all look dead, and
 		// this node would claim every address. The mesh's settling
 		// triggers the next pass.
-		return ctrl.Result{}, bgpErr
+		return 0, bgpErr
 	}
 
 	// This node's addresses per interface; one interface may be named by
@@ -354,7 +372,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 	}
 	announcedBefore := map[netip.Addr]bool{}
 	if !planned {
-		announcedBefore = announcedAddresses(svcList.Items)
+		announcedBefore = announcedAddresses(svcList)
 	}
 	moves := l2.Moves{
 		// An address another node announced moves here without a probe:
@@ -420,21 +438,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result
 			}
 		})
 	}
-	r.trimMemory()
-	pub := &publication{svcs: svcList.Items, announcing: announcing, plan: plan, bgp: bgpPlan, alive: alive}
+	if r.Trimmer != nil {
+		r.Trimmer.Active()
+	}
+	pub := &publication{svcs: svcList, announcing: announcing, plan: plan, bgp: bgpPlan, alive: alive}
 	r.mu.Lock()
 	r.lastPub, r.lastAnns = pub, touched
 	r.mu.Unlock()
 	r.publish(ctx, pub)
 	if bgpErr != nil {
-		return ctrl.Result{}, bgpErr
+		return 0, bgpErr
 	}
 	if len(missing) > 0 {
 		// An interface that is missing or down now may come up later
 		// (link events also trigger a pass; this is the safety net).
-		return ctrl.Result{RequeueAfter: interfaceRetry}, nil
+		return interfaceRetry, nil
 	}
-	return ctrl.Result{}, nil
+	return 0, nil
 }
 
 // setPeerIPs records the other nodes' addresses.
@@ -504,14 +524,14 @@ const interfaceRetry = 5 * time.Second
 
 // announcedAddresses lists the addresses whose Services report being
 // announced in layer 2 by some node.
-func announcedAddresses(svcs []corev1.Service) map[netip.Addr]bool {
+func announcedAddresses(svcs []*corev1.Service) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}
 	for i := range svcs {
 		c := meta.FindStatusCondition(svcs[i].Status.Conditions, v1beta1.ServiceConditionAnnounced)
 		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reasonLayer2 {
 			continue
 		}
-		for _, ip := range controller.IngressIPs(&svcs[i]) {
+		for _, ip := range config.IngressIPs(svcs[i]) {
 			out[ip] = true
 		}
 	}
@@ -535,8 +555,8 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 	conflicts := maps.Clone(r.conflicts)
 	r.mu.Unlock()
 	for i := range pub.svcs {
-		s := &pub.svcs[i]
-		ips := controller.IngressIPs(s)
+		s := pub.svcs[i]
+		ips := config.IngressIPs(s)
 		if len(ips) == 0 {
 			continue
 		}
@@ -549,11 +569,11 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		// batch of writes was still going would otherwise write those
 		// conditions again, each write waking every speaker for another
 		// pass and another batch.
-		var cur corev1.Service
-		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(s), &cur); err != nil {
+		o, ok, _ := r.Stores.Services.GetByKey(s.Namespace + "/" + s.Name)
+		if !ok {
 			continue // gone
 		}
-		s = &cur
+		s = o.(*corev1.Service)
 		cond.Type = v1beta1.ServiceConditionAnnounced
 		cond.ObservedGeneration = s.Generation
 		old := meta.FindStatusCondition(s.Status.Conditions, cond.Type)
@@ -562,11 +582,13 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		}
 		key := s.Namespace + "/" + s.Name
 		cond.LastTransitionTime = metav1.Now()
-		patched := s.DeepCopy()
-		meta.SetStatusCondition(&patched.Status.Conditions, *cond)
-		// A strategic merge of conditions by type touches only ours: the
-		// controller's condition and ingress are left alone.
-		if err := r.Client.Status().Patch(ctx, patched, client.StrategicMergeFrom(s)); err != nil {
+		if old != nil && old.Status == cond.Status {
+			cond.LastTransitionTime = old.LastTransitionTime
+		}
+		if err := r.patchCondition(ctx, s, *cond); err != nil {
+			if ctx.Err() != nil {
+				return // stopping
+			}
 			r.Log.Error(err, "write Announced condition", "service", key)
 			continue
 		}
@@ -577,6 +599,18 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		}
 		r.Recorder.Eventf(s, nil, typ, reason, "Announce", "%s", cond.Message)
 	}
+}
+
+// patchCondition sets one condition of a Service's status. A strategic
+// merge of conditions by type touches only that one: the controller's
+// condition and the ingress are left alone.
+func (r *Reconciler) patchCondition(ctx context.Context, s *corev1.Service, cond metav1.Condition) error {
+	body, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []metav1.Condition{cond}}})
+	if err != nil {
+		return err
+	}
+	return r.Core.Patch(types.StrategicMergePatchType).Namespace(s.Namespace).Resource("services").Name(s.Name).
+		SubResource("status").Body(body).Do(ctx).Error()
 }
 
 // announcedCondition is the condition this speaker writes for s, or nil
@@ -671,7 +705,7 @@ func notAnnouncedMessage(reason string) string {
 }
 
 // peers maps node names to their speakers' mesh addresses (InternalIP).
-func peers(nodes []corev1.Node, port uint16) map[string]netip.AddrPort {
+func peers(nodes []*corev1.Node, port uint16) map[string]netip.AddrPort {
 	out := map[string]netip.AddrPort{}
 	for _, n := range nodes {
 		for _, a := range n.Status.Addresses {
@@ -688,7 +722,7 @@ func peers(nodes []corev1.Node, port uint16) map[string]netip.AddrPort {
 }
 
 // NodeInfos turns Node objects and the mesh's view into the plan's input.
-func NodeInfos(nodes []corev1.Node, alive map[string]bool) []announce.NodeInfo {
+func NodeInfos(nodes []*corev1.Node, alive map[string]bool) []announce.NodeInfo {
 	out := make([]announce.NodeInfo, 0, len(nodes))
 	for _, n := range nodes {
 		info := announce.NodeInfo{Labels: labels.Set(n.Labels)}
@@ -711,7 +745,7 @@ func NodeInfos(nodes []corev1.Node, alive map[string]bool) []announce.NodeInfo {
 
 // ServiceInfos lists the LoadBalancer Services that have addresses, with
 // the nodes of their ready endpoints.
-func ServiceInfos(svcs []corev1.Service, eps []discoveryv1.EndpointSlice) []announce.ServiceInfo {
+func ServiceInfos(svcs []*corev1.Service, eps []*discoveryv1.EndpointSlice) []announce.ServiceInfo {
 	endpoints := map[string]map[string]bool{}
 	for _, es := range eps {
 		svc := es.Labels[discoveryv1.LabelServiceName]
@@ -731,7 +765,7 @@ func ServiceInfos(svcs []corev1.Service, eps []discoveryv1.EndpointSlice) []anno
 	}
 	var out []announce.ServiceInfo
 	for _, s := range svcs {
-		ips := controller.IngressIPs(&s)
+		ips := config.IngressIPs(s)
 		if s.Spec.Type != corev1.ServiceTypeLoadBalancer || len(ips) == 0 {
 			continue
 		}

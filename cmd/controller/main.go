@@ -8,10 +8,13 @@ import (
 	"os"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/internal/app"
 )
@@ -42,14 +45,20 @@ func run() error {
 		renewDeadline   = flag.Duration("leader-elect-renew-deadline", 10*time.Second, "how long the leader retries renewing before it gives up leadership")
 		retryPeriod     = flag.Duration("leader-elect-retry-period", 2*time.Second, "how often replicas try to acquire or renew the lease")
 	)
-	opts := zap.Options{}
-	opts.BindFlags(flag.CommandLine)
+	logOpts := app.BindLogFlags(flag.CommandLine)
 	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	logger, err := logOpts.Logger()
+	if err != nil {
+		return err
+	}
+	ctrl.SetLogger(logger)
 	log := ctrl.Log.WithName("setup")
 
-	scheme, err := app.Scheme()
-	if err != nil {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1beta1.AddToScheme(scheme); err != nil {
 		return err
 	}
 	cfg, err := ctrl.GetConfig()
@@ -60,11 +69,11 @@ func run() error {
 	cfg.QPS, cfg.Burst = float32(*qps), *burst
 	cfg.UserAgent = "ironlb-controller/" + version
 
-	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics, *pprofOn)
+	// Metrics and probes are served by package app, as the speaker's
+	// are, on every replica (not only the leader).
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsOpts,
-		HealthProbeBindAddress:        *probeAddr,
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
 		LeaderElection:                *leaderElect,
 		LeaderElectionID:              "ironlb-controller",
 		LeaderElectionNamespace:       *leaderNS,
@@ -83,9 +92,16 @@ func run() error {
 	}); err != nil {
 		return err
 	}
-	if err := app.AddProbes(mgr); err != nil {
+	ctx := ctrl.SetupSignalHandler()
+	if err := app.StartMetrics(ctx, app.MetricsOptions{
+		Addr: *metricsAddr, Insecure: *insecureMetrics, Pprof: *pprofOn, Gatherer: metrics.Registry,
+		Config: cfg, HTTPClient: mgr.GetHTTPClient(), Log: ctrl.Log,
+	}); err != nil {
+		return err
+	}
+	if err := app.StartProbes(ctx, *probeAddr, ctrl.Log); err != nil {
 		return err
 	}
 	log.Info("starting", "version", version, "defaultClass", *defaultClass, "workers", *workers)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
 }

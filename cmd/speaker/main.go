@@ -9,13 +9,20 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
+	"syscall"
+	"time"
 
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ironlb/ironlb/internal/app"
+	"github.com/ironlb/ironlb/internal/kube"
 	"github.com/ironlb/ironlb/internal/netnsrun"
 	"github.com/ironlb/ironlb/speaker"
 )
@@ -23,6 +30,16 @@ import (
 var version = "dev"
 
 func main() {
+	// Heap profiling keeps a table of sampled allocation stacks that
+	// grows for the process's life; only --pprof can read it.
+	runtime.MemProfileRate = 0
+	if os.Getenv("GOGC") == "" {
+		// The heap may grow to 1.5 times what is live between
+		// collections, not twice: the speaker's memory is paid on every
+		// node, and at idle it allocates so little that collecting more
+		// often costs next to no CPU (docs/scale.md).
+		debug.SetGCPercent(50)
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "ironlb-speaker:", err)
 		os.Exit(1)
@@ -32,6 +49,7 @@ func main() {
 func run() error {
 	var (
 		nodeName        = flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME)")
+		kubeconfig      = flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file (default: $KUBECONFIG, else the in-cluster ServiceAccount)")
 		meshPort        = flag.Uint("mesh-port", 7946, "UDP port of the speakers' liveness mesh")
 		meshMaxRate     = flag.Int("mesh-max-rate", 250, "heartbeats this speaker sends per second at most: past this many peers per 100 ms the mesh's period and timeout stretch (lower it where packets are expensive, at the cost of slower failover on big clusters)")
 		keyFile         = flag.String("mesh-key-file", "/etc/ironlb/mesh/key", "file holding the mesh's shared key (mounted from a Secret)")
@@ -42,11 +60,17 @@ func run() error {
 		insecureMetrics = flag.Bool("metrics-insecure", false, "serve metrics over plain HTTP without authentication (only for local labs)")
 		pprofOn         = flag.Bool("pprof", false, "also serve Go's profiler under /debug/pprof/ on the metrics endpoint, authenticated like it")
 		probeAddr       = flag.String("health-probe-bind-address", ":7475", "address of /healthz and /readyz")
+		syncTimeout     = flag.Duration("cache-sync-timeout", 15*time.Minute, "give up (and exit) when the first list of every watched kind takes longer")
 	)
-	opts := zap.Options{}
-	opts.BindFlags(flag.CommandLine)
+	logOpts := app.BindLogFlags(flag.CommandLine)
 	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	if *pprofOn {
+		runtime.MemProfileRate = 512 * 1024 // the runtime's default
+	}
+	log, err := logOpts.Logger()
+	if err != nil {
+		return err
+	}
 	if *nodeName == "" {
 		return fmt.Errorf("--node-name (or $NODE_NAME) is required")
 	}
@@ -59,11 +83,12 @@ func run() error {
 		return fmt.Errorf("mesh key in %s is %d bytes; at least 16 are needed", *keyFile, len(key))
 	}
 
-	scheme, err := app.Scheme()
-	if err != nil {
-		return err
+	var cfg *rest.Config
+	if *kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
 	}
-	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
@@ -80,27 +105,34 @@ func run() error {
 			})
 		}
 	}
-	metricsOpts := app.Metrics(*metricsAddr, *insecureMetrics, *pprofOn)
-	mgrOpts := ctrl.Options{Scheme: scheme, Metrics: metricsOpts, HealthProbeBindAddress: *probeAddr}
-	mgrOpts.Cache = speaker.CacheOptions(*namespace)
-	mgr, err := ctrl.NewManager(cfg, mgrOpts)
+	cs, err := kube.NewClients(cfg)
 	if err != nil {
 		return err
 	}
-	ctx := ctrl.SetupSignalHandler()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := kube.RegisterRequestMetrics(reg); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.StartMetrics(ctx, app.MetricsOptions{
+		Addr: *metricsAddr, Insecure: *insecureMetrics, Pprof: *pprofOn, Gatherer: reg,
+		Config: cfg, HTTPClient: cs.HTTPClient(), Log: log,
+	}); err != nil {
+		return err
+	}
+	if err := app.StartProbes(ctx, *probeAddr, log); err != nil {
+		return err
+	}
 	var ifaces []string
 	if *interfaces != "" {
 		ifaces = strings.Split(*interfaces, ",")
 	}
-	if err := speaker.Setup(ctx, mgr, speaker.Options{
+	log.Info("speaker starting", "version", version, "node", *nodeName)
+	return speaker.Run(ctx, cs, log.WithName("speaker"), speaker.Options{
 		NodeName: *nodeName, MeshPort: uint16(*meshPort), MeshMaxRate: *meshMaxRate, Key: key, Namespace: *namespace,
-		Interfaces: ifaces, Registry: metrics.Registry,
-	}); err != nil {
-		return err
-	}
-	if err := app.AddProbes(mgr); err != nil {
-		return err
-	}
-	ctrl.Log.Info("speaker starting", "version", version, "node", *nodeName)
-	return mgr.Start(ctx)
+		Interfaces: ifaces, Registry: reg, SyncTimeout: *syncTimeout,
+	})
 }

@@ -1,32 +1,20 @@
 // Package app holds the start-up pieces both binaries share, so the
-// controller and the speaker serve metrics and probes the same way.
+// controller and the speaker log, serve metrics and answer probes the
+// same way. It links no controller-runtime: the speaker runs on every
+// node and pays for every package it links (see package kube).
 package app
 
 import (
-	"net/http"
-	"net/http/pprof"
+	"flag"
+	"fmt"
+	"strconv"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-
-	"github.com/ironlb/ironlb/config/v1beta1"
 )
-
-// Scheme knows the built-in kinds and ironlb's.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	if err := v1beta1.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
 
 // TuneRESTConfig makes a client config fit for ironlb's binaries: it accepts
 // protobuf, which the API server sends for built-in kinds (the Service
@@ -41,34 +29,56 @@ func TuneRESTConfig(cfg *rest.Config) {
 	}
 }
 
-// Metrics serves /metrics over HTTPS, each scrape authenticated and
-// authorized through the API server (TokenReview, SubjectAccessReview):
-// no unauthenticated port. insecure (labs only) serves plain HTTP.
-// withPprof adds Go's profiler under /debug/pprof/ on the same server,
-// behind the same authentication (a reader needs a ClusterRole allowing
-// GET on that non-resource URL): it is how an idle speaker's CPU is
-// explained without a debugger on the node.
-func Metrics(addr string, insecure, withPprof bool) metricsserver.Options {
-	o := metricsserver.Options{BindAddress: addr, SecureServing: !insecure}
-	if !insecure {
-		o.FilterProvider = authFilter
-	}
-	if withPprof {
-		o.ExtraHandlers = map[string]http.Handler{
-			"/debug/pprof/":        http.HandlerFunc(pprof.Index),
-			"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
-			"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
-			"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
-			"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
-		}
-	}
+// LogOptions are the logging flags, named as controller-runtime names
+// them (the chart and existing command lines pass --zap-log-level).
+type LogOptions struct {
+	level   string
+	devel   bool
+	encoder string
+}
+
+// BindLogFlags registers the logging flags on fs.
+func BindLogFlags(fs *flag.FlagSet) *LogOptions {
+	o := &LogOptions{}
+	fs.StringVar(&o.level, "zap-log-level", "", `log level: "debug", "info", "error", or an integer N to also show V(N) messages (default: info, or debug with --zap-devel)`)
+	fs.BoolVar(&o.devel, "zap-devel", false, "development logging: console output, debug level, stack traces on warnings")
+	fs.StringVar(&o.encoder, "zap-encoder", "", `"json" or "console" (default: json, or console with --zap-devel)`)
 	return o
 }
 
-// AddProbes adds /healthz and /readyz.
-func AddProbes(mgr ctrl.Manager) error {
-	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
-		return err
+// Logger builds the logger the flags ask for: JSON lines on stderr by
+// default.
+func (o *LogOptions) Logger() (logr.Logger, error) {
+	var cfg zap.Config
+	if o.devel {
+		cfg = zap.NewDevelopmentConfig()
+	} else {
+		cfg = zap.NewProductionConfig()
+		cfg.Sampling = nil
+		cfg.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
 	}
-	return mgr.AddReadyzCheck("ping", healthz.Ping)
+	switch o.encoder {
+	case "":
+	case "json", "console":
+		cfg.Encoding = o.encoder
+	default:
+		return logr.Discard(), fmt.Errorf("--zap-encoder=%q: want json or console", o.encoder)
+	}
+	switch o.level {
+	case "":
+	case "debug", "info", "error", "panic":
+		l, _ := zapcore.ParseLevel(o.level)
+		cfg.Level = zap.NewAtomicLevelAt(l)
+	default:
+		n, err := strconv.Atoi(o.level)
+		if err != nil || n < 0 {
+			return logr.Discard(), fmt.Errorf("--zap-log-level=%q: want debug, info, error, panic or a verbosity >= 0", o.level)
+		}
+		cfg.Level = zap.NewAtomicLevelAt(zapcore.Level(-n))
+	}
+	z, err := cfg.Build()
+	if err != nil {
+		return logr.Discard(), err
+	}
+	return zapr.NewLogger(z), nil
 }

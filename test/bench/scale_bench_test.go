@@ -27,8 +27,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
-	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/test/apiserver"
 	"github.com/ironlb/ironlb/test/mdreport"
 )
@@ -218,7 +218,7 @@ func checkAddresses(ctx context.Context, t *testing.T, c client.Client, namespac
 		}
 		for i := range list.Items {
 			s := &list.Items[i]
-			got := controller.IngressIPs(s)
+			got := config.IngressIPs(s)
 			ips[ns+"/"+s.Name] = fmt.Sprint(got)
 			key := s.Annotations[v1beta1.AnnotationAllowSharedIP]
 			for _, ip := range got {

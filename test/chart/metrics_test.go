@@ -11,12 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/test/apiserver"
@@ -42,11 +44,13 @@ func checkMetricsAuth(ctx context.Context, t *testing.T, env *apiserver.Env, c c
 	}
 	addr := l.Addr().String()
 	_ = l.Close()
-	srv, err := metricsserver.NewServer(app.Metrics(addr, false, true), scfg, hc)
-	if err != nil {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector())
+	if err := app.StartMetrics(ctx, app.MetricsOptions{
+		Addr: addr, Pprof: true, Gatherer: reg, Config: scfg, HTTPClient: hc, Log: testr.New(t),
+	}); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = srv.Start(ctx) }()
 
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "scraper"}}
 	binding := &rbacv1.ClusterRoleBinding{

@@ -22,8 +22,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
-	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/test/apiserver"
 )
 
@@ -131,7 +131,7 @@ func TestControllerChaos(t *testing.T) {
 		defer mu.Unlock()
 		for i := range list.Items {
 			s := &list.Items[i]
-			ips := controller.IngressIPs(s)
+			ips := config.IngressIPs(s)
 			if len(ips) == 0 {
 				continue
 			}
@@ -246,7 +246,7 @@ func TestControllerChaos(t *testing.T) {
 		}
 		pending := 0
 		for i := range list.Items {
-			if list.Items[i].Spec.Type == corev1.ServiceTypeLoadBalancer && len(controller.IngressIPs(&list.Items[i])) == 0 {
+			if list.Items[i].Spec.Type == corev1.ServiceTypeLoadBalancer && len(config.IngressIPs(&list.Items[i])) == 0 {
 				pending++
 			}
 		}

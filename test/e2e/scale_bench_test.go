@@ -34,8 +34,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
-	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/test/apiserver"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/mdreport"
@@ -556,7 +556,7 @@ func TestBenchSpeakerScale(t *testing.T) {
 		}
 		ips, byName = ips[:0], map[string]netip.Addr{}
 		for i := range list.Items {
-			if got := controller.IngressIPs(&list.Items[i]); len(got) > 0 {
+			if got := config.IngressIPs(&list.Items[i]); len(got) > 0 {
 				ips = append(ips, got[0])
 				byName[list.Items[i].Name] = got[0]
 			}
@@ -578,8 +578,12 @@ func TestBenchSpeakerScale(t *testing.T) {
 	pids := make([]int, nSpeakers)
 	spStart := time.Now()
 	for i, n := range nodes {
-		args := append([]string{"--namespace=" + speakerNamespace,
-			"--metrics-bind-address=" + scaleMetricsAddr, "--metrics-insecure", "--pprof"}, strings.Fields(*scaleArgs)...)
+		args := []string{"--namespace=" + speakerNamespace, "--metrics-bind-address=" + scaleMetricsAddr, "--metrics-insecure"}
+		if *scaleProfile != "" {
+			// Only then: heap sampling costs the speakers memory.
+			args = append(args, "--pprof")
+		}
+		args = append(args, strings.Fields(*scaleArgs)...)
 		s, err := labkit.StartSpeaker(root, dir, n, lab.Hosts[n], kubeconfig, key, args...)
 		if err != nil {
 			t.Fatal(err)

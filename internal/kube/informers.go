@@ -1,0 +1,22 @@
+package kube
+
+import (
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Informer watches one resource of rc's group, in namespace or ("") in
+// all, into a store, each object passed through transform first (nil:
+// kept whole). It never resyncs: nothing the speaker does is repaired by
+// replaying unchanged objects.
+func Informer(rc cache.Getter, resource, namespace string, obj runtime.Object, transform cache.TransformFunc) (cache.SharedIndexInformer, error) {
+	lw := cache.NewListWatchFromClient(rc, resource, namespace, fields.Everything())
+	inf := cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{})
+	if transform != nil {
+		if err := inf.SetTransform(transform); err != nil {
+			return nil, err
+		}
+	}
+	return inf, nil
+}
