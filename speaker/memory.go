@@ -76,6 +76,11 @@ func (t *Trimmer) check() bool {
 
 // Run checks every period until ctx ends.
 func (t *Trimmer) Run(ctx context.Context, period time.Duration) {
+	every(ctx, period, func() { t.check() })
+}
+
+// every calls f every period (not at once) until ctx ends.
+func every(ctx context.Context, period time.Duration, f func()) {
 	tk := time.NewTicker(period)
 	defer tk.Stop()
 	for {
@@ -83,7 +88,7 @@ func (t *Trimmer) Run(ctx context.Context, period time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-tk.C:
-			t.check()
+			f()
 		}
 	}
 }

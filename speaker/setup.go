@@ -273,18 +273,11 @@ func Run(ctx context.Context, cs *kube.Clients, log logr.Logger, opts Options) e
 		// The node's BGPNodeStatus follows the sessions (their state
 		// changes without any API event).
 		var last v1beta1.BGPNodeStatusStatus
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := rec.syncNodeStatus(ctx, &last); err != nil {
-					log.Error(err, "BGP node status")
-				}
+		every(ctx, 2*time.Second, func() {
+			if err := rec.syncNodeStatus(ctx, &last); err != nil {
+				log.Error(err, "BGP node status")
 			}
-		}
+		})
 	}()
 	go watchLinks(ctx, log, func(iface string) {
 		if rec.WaitingFor(iface) {
