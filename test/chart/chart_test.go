@@ -170,7 +170,16 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 		if len(pool.Finalizers) == 0 || len(pool.Status.Conditions) == 0 || pool.Status.Assigned != 1 {
 			return fmt.Sprintf("pool %+v %+v", pool.Finalizers, pool.Status)
 		}
-		return ""
+		// Leader election records its change as a core Event in the
+		// lease's namespace (forbidden before the Role allowed it).
+		var evs corev1.EventList
+		_ = c.List(ctx, &evs, client.InNamespace(ns))
+		for _, e := range evs.Items {
+			if e.Reason == "LeaderElection" {
+				return ""
+			}
+		}
+		return fmt.Sprintf("no LeaderElection Event in %s among %d", ns, len(evs.Items))
 	})
 
 	// And no more than its job.
