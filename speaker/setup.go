@@ -2,6 +2,7 @@ package speaker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -290,9 +291,20 @@ func Run(ctx context.Context, cs *kube.Clients, log logr.Logger, opts Options) e
 	meshCtx, meshCancel := context.WithCancel(context.Background())
 	defer meshCancel()
 	meshDone := make(chan error, 1)
-	go func() { meshDone <- mesh.Run(meshCtx) }()
+	// Without the mesh every peer would soon look dead and this node
+	// claim every address: if it ends, the speaker ends (and restarts).
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
+	go func() {
+		err := mesh.Run(meshCtx)
+		if err == nil && meshCtx.Err() == nil {
+			err = errors.New("the liveness mesh stopped")
+		}
+		meshDone <- err
+		stopLoop()
+	}()
 
-	loop(ctx, log, trigger, rec.Pass)
+	loop(loopCtx, log, trigger, rec.Pass)
 
 	for _, a := range anns.all() {
 		a.BeginHandover()
