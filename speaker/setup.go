@@ -47,7 +47,7 @@ type Options struct {
 	// SyncTimeout bounds the first list of every watched kind. A
 	// DaemonSet rollout has every speaker list every Service at once; on
 	// a busy API server that can take minutes, and giving up early means
-	// a restart and another list.
+	// a restart and another list. Default 15 minutes.
 	SyncTimeout time.Duration
 }
 
@@ -72,8 +72,9 @@ func stripUnread(in any) (any, error) {
 		}
 	}
 	// Of the metadata of the three kinds every node caches in bulk, the
-	// plan reads the name, labels, generation and (Nodes) UID, and of
-	// annotations only ironlb's on Services and none on the others.
+	// speaker reads the name, labels, generation and UID (a BGPNodeStatus's
+	// owner, an Event's object), and of annotations only ironlb's on
+	// Services and none on the others.
 	if o, ok := in.(metav1.Object); ok {
 		switch in.(type) {
 		case *corev1.Service, *corev1.Node, *discoveryv1.EndpointSlice:
@@ -242,6 +243,9 @@ func Run(ctx context.Context, cs *kube.Clients, log logr.Logger, opts Options) e
 	}
 	go events.Run(ctx)
 	go rec.Trimmer.Run(ctx, 10*time.Second)
+	if opts.SyncTimeout <= 0 {
+		opts.SyncTimeout = 15 * time.Minute
+	}
 	syncCtx, cancelSync := context.WithTimeout(ctx, opts.SyncTimeout)
 	synced := make([]cache.InformerSynced, len(informers))
 	for i, inf := range informers {

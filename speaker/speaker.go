@@ -96,12 +96,10 @@ func objects[T any](s cache.Store) []*T {
 // items copies a store's objects into a slice, shallowly (what a pass
 // reads of them is never modified).
 func items[T any](s cache.Store) []T {
-	l := s.List()
-	out := make([]T, 0, len(l))
-	for _, o := range l {
-		if t, ok := o.(*T); ok {
-			out = append(out, *t)
-		}
+	ptrs := objects[T](s)
+	out := make([]T, len(ptrs))
+	for i, p := range ptrs {
+		out[i] = *p
 	}
 	return out
 }
@@ -138,6 +136,8 @@ type Reconciler struct {
 	Namespace string
 	// BGP runs this node's sessions; nil disables BGP.
 	BGP BGPDriver
+	// Trimmer hears of every pass (nil: nobody trims).
+	Trimmer *Trimmer
 
 	mu        sync.Mutex
 	conflicts map[netip.Addr]net.HardwareAddr
@@ -183,8 +183,6 @@ type Reconciler struct {
 	publishing bool
 	// republishQueued: a Republish is scheduled (RequestRepublish).
 	republishQueued bool
-	// Trimmer hears of every pass (nil: nobody trims).
-	Trimmer *Trimmer
 }
 
 // republishDelay coalesces the announcers' reports (an address on the
