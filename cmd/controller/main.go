@@ -10,6 +10,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -52,6 +53,7 @@ func run() error {
 		return err
 	}
 	ctrl.SetLogger(logger)
+	klog.SetLogger(logger) // client-go's own messages, in the same format
 	log := ctrl.Log.WithName("setup")
 
 	scheme := runtime.NewScheme()

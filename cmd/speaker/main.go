@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/internal/kube"
@@ -71,6 +72,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	klog.SetLogger(log) // client-go's own messages, in the same format
 	if *nodeName == "" {
 		return fmt.Errorf("--node-name (or $NODE_NAME) is required")
 	}
