@@ -53,43 +53,40 @@ type Options struct {
 
 // stripUnread is the informers' transform: every node caches every
 // Service, Node and EndpointSlice of the cluster, so what a cached object
-// carries is paid once per object per node. It keeps, of every
-// object, its identity, labels and annotations (minus managedFields and
-// the last-applied annotation), and of Services, Nodes and EndpointSlices
-// only the fields the plan reads (ServiceInfos, NodeInfos, peers and the
-// Announced condition's bookkeeping): a Service's ports and selector, a
-// Node's images and capacity, an endpoint's addresses go. TestStripUnread
-// holds the plan's input unchanged by it.
+// carries is paid once per object per node. Every object loses its
+// managedFields. Of the three bulk kinds, it keeps of the metadata what
+// the speaker reads (name, labels, generation, UID: a BGPNodeStatus's
+// owner, an Event's object; annotations only ironlb's on Services, an
+// EndpointSlice's labels only its Service's name), and of the rest only
+// the fields the plan reads (ServiceInfos, NodeInfos, peers and the
+// Announced condition's bookkeeping): a Service's ports, selector and
+// other conditions, a Node's images and capacity, an endpoint's
+// addresses go. Other kinds lose the last-applied annotation.
+// TestStripUnread holds the plan's input unchanged by it.
 func stripUnread(in any) (any, error) {
-	if o, ok := in.(metav1.Object); ok {
-		o.SetManagedFields(nil)
-		if a := o.GetAnnotations(); a != nil {
+	m, ok := in.(metav1.Object)
+	if !ok {
+		return in, nil
+	}
+	m.SetManagedFields(nil)
+	switch in.(type) {
+	case *corev1.Service, *corev1.Node, *discoveryv1.EndpointSlice:
+		m.SetOwnerReferences(nil)
+		m.SetFinalizers(nil)
+		m.SetGenerateName("")
+	default:
+		if a := m.GetAnnotations(); a != nil {
 			if _, ok := a[corev1.LastAppliedConfigAnnotation]; ok {
 				a = maps.Clone(a)
 				delete(a, corev1.LastAppliedConfigAnnotation)
-				o.SetAnnotations(a)
+				m.SetAnnotations(a)
 			}
 		}
-	}
-	// Of the metadata of the three kinds every node caches in bulk, the
-	// speaker reads the name, labels, generation and UID (a BGPNodeStatus's
-	// owner, an Event's object), and of annotations only ironlb's on
-	// Services and none on the others.
-	if o, ok := in.(metav1.Object); ok {
-		switch in.(type) {
-		case *corev1.Service, *corev1.Node, *discoveryv1.EndpointSlice:
-			o.SetOwnerReferences(nil)
-			o.SetFinalizers(nil)
-			o.SetGenerateName("")
-			keep := func(string) bool { return false }
-			if _, svc := in.(*corev1.Service); svc {
-				keep = func(k string) bool { return strings.HasPrefix(k, v1beta1.GroupVersion.Group+"/") }
-			}
-			o.SetAnnotations(filterKeys(o.GetAnnotations(), keep))
-		}
+		return in, nil
 	}
 	switch o := in.(type) {
 	case *corev1.Service:
+		o.Annotations = filterKeys(o.Annotations, func(k string) bool { return strings.HasPrefix(k, v1beta1.GroupVersion.Group+"/") })
 		o.Spec = corev1.ServiceSpec{Type: o.Spec.Type, ExternalTrafficPolicy: o.Spec.ExternalTrafficPolicy}
 		// Of the conditions, only the speakers' own.
 		var conds []metav1.Condition
@@ -100,6 +97,7 @@ func stripUnread(in any) (any, error) {
 		}
 		o.Status.Conditions = conds
 	case *corev1.Node:
+		o.Annotations = nil
 		o.Spec = corev1.NodeSpec{Unschedulable: o.Spec.Unschedulable}
 		st := corev1.NodeStatus{Addresses: o.Status.Addresses}
 		for _, c := range o.Status.Conditions {
@@ -111,12 +109,13 @@ func stripUnread(in any) (any, error) {
 		}
 		o.Status = st
 	case *discoveryv1.EndpointSlice:
+		o.Annotations = nil
+		o.Labels = filterKeys(o.Labels, func(k string) bool { return k == discoveryv1.LabelServiceName })
 		eps := make([]discoveryv1.Endpoint, len(o.Endpoints))
 		for i, e := range o.Endpoints {
 			eps[i] = discoveryv1.Endpoint{NodeName: e.NodeName, Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready}}
 		}
 		o.Endpoints, o.Ports = eps, nil
-		o.Labels = filterKeys(o.Labels, func(k string) bool { return k == discoveryv1.LabelServiceName })
 	}
 	return in, nil
 }

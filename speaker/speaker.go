@@ -567,7 +567,8 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		// batch of writes was still going would otherwise write those
 		// conditions again, each write waking every speaker for another
 		// pass and another batch.
-		o, ok, _ := r.Stores.Services.GetByKey(s.Namespace + "/" + s.Name)
+		key := s.Namespace + "/" + s.Name
+		o, ok, _ := r.Stores.Services.GetByKey(key)
 		if !ok {
 			continue // gone
 		}
@@ -578,7 +579,6 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message {
 			continue
 		}
-		key := s.Namespace + "/" + s.Name
 		cond.LastTransitionTime = metav1.Now()
 		if old != nil && old.Status == cond.Status {
 			cond.LastTransitionTime = old.LastTransitionTime

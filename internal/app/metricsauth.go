@@ -31,14 +31,14 @@ const (
 	maxDecisions = 1024
 )
 
-// AuthFilter wraps next: every request is authenticated with a
+// authFilter wraps next: every request is authenticated with a
 // TokenReview and authorized with a SubjectAccessReview for the
 // non-resource URL and the request's verb (get /metrics), as the API
 // server would. It stands in for controller-runtime's filters package,
 // which does the same through k8s.io/apiserver: that package and what it
 // links (CEL, OpenTelemetry, gRPC's proxy client) made each binary 9 MB
 // larger and each speaker about 8 MB bigger in memory, for two API calls.
-func AuthFilter(cfg *rest.Config, hc *http.Client, log logr.Logger, next http.Handler) (http.Handler, error) {
+func authFilter(cfg *rest.Config, hc *http.Client, log logr.Logger, next http.Handler) (http.Handler, error) {
 	scheme := runtime.NewScheme()
 	if err := authnv1.AddToScheme(scheme); err != nil {
 		return nil, err

@@ -62,7 +62,7 @@ func StartMetrics(ctx context.Context, o MetricsOptions) error {
 		return fmt.Errorf("metrics endpoint %s: %w", o.Addr, err)
 	}
 	if !o.Insecure {
-		if h, err = AuthFilter(o.Config, o.HTTPClient, o.Log, mux); err != nil {
+		if h, err = authFilter(o.Config, o.HTTPClient, o.Log, mux); err != nil {
 			_ = l.Close()
 			return err
 		}

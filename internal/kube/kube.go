@@ -5,16 +5,15 @@
 // controller uses: both register every built-in API group (58 of them)
 // at start-up, and a program that merely links them sits at 22 MiB of
 // resident memory before it caches a single object. The speaker runs on
-// every node, so that cost is paid once per node; with a scheme of six
-// groups it is a fraction of that (docs/scale.md).
+// every node, so that cost is paid once per node; with a scheme of four
+// groups (two more for the metrics reviews, package app) it is a
+// fraction of that (docs/scale.md).
 package kube
 
 import (
 	"fmt"
 	"net/http"
 
-	authnv1 "k8s.io/api/authentication/v1"
-	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -30,8 +29,7 @@ import (
 func Scheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
-		corev1.AddToScheme, discoveryv1.AddToScheme, eventsv1.AddToScheme,
-		authnv1.AddToScheme, authzv1.AddToScheme, v1beta1.AddToScheme,
+		corev1.AddToScheme, discoveryv1.AddToScheme, eventsv1.AddToScheme, v1beta1.AddToScheme,
 	} {
 		if err := add(s); err != nil {
 			return nil, err
@@ -43,7 +41,7 @@ func Scheme() (*runtime.Scheme, error) {
 // Clients are REST clients of the API groups the speaker uses, sharing
 // one HTTP client (one connection to the API server).
 type Clients struct {
-	Core, Discovery, Events, IronLB, Authn, Authz *rest.RESTClient
+	Core, Discovery, Events, IronLB *rest.RESTClient
 	// Scheme is what the clients decode with (Scheme's).
 	Scheme *runtime.Scheme
 }
@@ -68,8 +66,6 @@ func NewClients(cfg *rest.Config) (*Clients, error) {
 		{&cs.Discovery, discoveryv1.SchemeGroupVersion},
 		{&cs.Events, eventsv1.SchemeGroupVersion},
 		{&cs.IronLB, v1beta1.GroupVersion},
-		{&cs.Authn, authnv1.SchemeGroupVersion},
-		{&cs.Authz, authzv1.SchemeGroupVersion},
 	} {
 		if *x.c, err = RESTClient(cfg, hc, scheme, x.gv); err != nil {
 			return nil, err
