@@ -500,18 +500,17 @@ func (a *Announcer) postClaimLocked(ip netip.Addr, c claim) {
 // announce it until it is released (ctx canceled).
 func (a *Announcer) manage(ctx context.Context, e *entry) {
 	defer a.setPhase(e, phaseNone)
-	log := a.log.WithValues("ip", e.ip.String())
 	proto := protoARP
 	if e.ip.Is6() {
 		proto = protoNDP
 		if a.ndp == nil {
-			log.Error(a.ndpErr, "cannot announce IPv6 address on this interface")
+			a.ipLog(e.ip).Error(a.ndpErr, "cannot announce IPv6 address on this interface")
 			return
 		}
 		// Solicitations for the IP go to its solicited-node group; the
 		// kernel only passes them up once somebody joined it.
 		if err := a.joinGroup(e.ip); err != nil {
-			log.Error(err, "cannot announce IPv6 address")
+			a.ipLog(e.ip).Error(err, "cannot announce IPv6 address")
 			return
 		}
 		defer a.leaveGroup(e.ip)
@@ -535,7 +534,7 @@ func (a *Announcer) manage(ctx context.Context, e *entry) {
 			// the address over now; our announcement is what makes it
 			// withdraw. Should its plan still differ, both defend until
 			// the plans agree, as after a partition.
-			log.V(1).Info("a peer still answers for the IP; taking it over", "peerMAC", c.mac.String())
+			a.ipLog(e.ip).V(1).Info("a peer still answers for the IP; taking it over", "peerMAC", c.mac.String())
 			break
 		}
 		// Jitter (uniform in [backoff/2, 3*backoff/2)) so that two nodes
@@ -543,7 +542,7 @@ func (a *Announcer) manage(ctx context.Context, e *entry) {
 		// probing in lockstep and seeing each other's probes forever: the
 		// first one to probe alone gets it, the other then sees a conflict.
 		wait := backoff/2 + rand.N(backoff)
-		a.reportConflict(log, e.ip, c, "probing", "retryIn", wait.Round(time.Millisecond).String())
+		a.reportConflict(e.ip, c, "probing", "retryIn", wait.Round(time.Millisecond).String())
 		select {
 		case <-ctx.Done():
 			return
@@ -551,7 +550,7 @@ func (a *Announcer) manage(ctx context.Context, e *entry) {
 		}
 		backoff = min(2*backoff, maxConflictRetry)
 	}
-	a.announce(ctx, log, e, proto)
+	a.announce(ctx, e, proto)
 }
 
 // probe asks whether another host holds e.ip: two probes, at the start and
@@ -593,9 +592,9 @@ func (a *Announcer) probe(ctx context.Context, e *entry) (c claim, free bool) {
 
 // announce answers for e.ip from now on, sends the gratuitous burst, and
 // handles later claims until ctx is canceled.
-func (a *Announcer) announce(ctx context.Context, log logr.Logger, e *entry, proto string) {
+func (a *Announcer) announce(ctx context.Context, e *entry, proto string) {
 	a.setPhase(e, phaseAnnouncing)
-	log.Info("announcing")
+	a.ipLog(e.ip).Info("announcing")
 	if a.opts.OnAnnounced != nil {
 		a.opts.OnAnnounced(e.ip)
 	}
@@ -635,7 +634,7 @@ func (a *Announcer) announce(ctx context.Context, log logr.Logger, e *entry, pro
 			a.mu.Unlock()
 			if yield {
 				a.opts.Metrics.handover(proto)
-				log.Info("handed over", "newOwnerMAC", c.mac.String())
+				a.ipLog(e.ip).Info("handed over", "newOwnerMAC", c.mac.String())
 				return
 			}
 			if !lastReport.IsZero() && time.Since(lastReport) < defendInterval {
@@ -646,23 +645,31 @@ func (a *Announcer) announce(ctx context.Context, log logr.Logger, e *entry, pro
 				// A peer with another view of the cluster (it has not
 				// seen us yet, or a partition heals): defend, and let the
 				// plans converge; nothing to report.
-				log.Info("a peer claims the IP; defending", "peerMAC", c.mac.String())
+				a.ipLog(e.ip).Info("a peer claims the IP; defending", "peerMAC", c.mac.String())
 			} else {
-				a.reportConflict(log, e.ip, c, "announcing", "action", "keep announcing, defend")
+				a.reportConflict(e.ip, c, "announcing", "action", "keep announcing, defend")
 			}
 			a.sendGratuitous(e.ip)
 		}
 	}
 }
 
+// ipLog is the logger for lines about one address, made when a line is
+// written: a logger kept per address for its goroutine's life would cost
+// about 1 KiB each (zap's WithValues copies its encoder), which adds up
+// on a node announcing thousands of addresses, for lines that are rare.
+func (a *Announcer) ipLog(ip netip.Addr) logr.Logger {
+	return a.log.WithValues("ip", ip.String())
+}
+
 func (a *Announcer) isPeer(mac net.HardwareAddr) bool {
 	return mac != nil && a.opts.IsPeer != nil && a.opts.IsPeer(mac)
 }
 
-func (a *Announcer) reportConflict(log logr.Logger, ip netip.Addr, c claim, during string, kv ...any) {
+func (a *Announcer) reportConflict(ip netip.Addr, c claim, during string, kv ...any) {
 	a.opts.Metrics.conflict(c.proto)
-	log.Info("address conflict: another host claims the IP",
-		append([]any{"foreignMAC", c.mac.String(), "during", during}, kv...)...)
+	a.log.Info("address conflict: another host claims the IP",
+		append([]any{"ip", ip.String(), "foreignMAC", c.mac.String(), "during", during}, kv...)...)
 	if a.opts.OnConflict != nil {
 		a.opts.OnConflict(ip, c.mac)
 	}

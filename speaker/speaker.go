@@ -244,12 +244,22 @@ func (r *Reconciler) Republish(ctx context.Context) {
 }
 
 type publication struct {
-	svcs []*corev1.Service
+	// svcs holds only what the writer needs of each Service, not the
+	// cached objects: the cache replaces an object on each update, and a
+	// publication kept the replaced ones alive, a second copy of every
+	// Service at idle.
+	svcs []pubService
 	// announcing is what this node's announcers answer for now.
 	announcing map[netip.Addr]bool
 	plan       announce.L2Plan
 	bgp        announce.BGPPlan
 	alive      map[string]bool
+}
+
+// pubService is a Service with addresses, as the plan saw it.
+type pubService struct {
+	key string // namespace/name
+	ips []netip.Addr
 }
 
 // publish hands the newest state to the background writer.
@@ -439,7 +449,11 @@ func (r *Reconciler) Pass(ctx context.Context) (retry time.Duration, err error) 
 	if r.Trimmer != nil {
 		r.Trimmer.Active()
 	}
-	pub := &publication{svcs: svcList, announcing: announcing, plan: plan, bgp: bgpPlan, alive: alive}
+	refs := make([]pubService, len(svcs))
+	for i, s := range svcs {
+		refs[i] = pubService{key: s.Key, ips: s.IPs}
+	}
+	pub := &publication{svcs: refs, announcing: announcing, plan: plan, bgp: bgpPlan, alive: alive}
 	r.mu.Lock()
 	r.lastPub, r.lastAnns = pub, touched
 	r.mu.Unlock()
@@ -552,13 +566,9 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 	r.mu.Lock()
 	conflicts := maps.Clone(r.conflicts)
 	r.mu.Unlock()
-	for i := range pub.svcs {
-		s := pub.svcs[i]
-		ips := config.IngressIPs(s)
-		if len(ips) == 0 {
-			continue
-		}
-		cond := r.announcedCondition(s, ips, pub, conflicts, reporter)
+	for _, ps := range pub.svcs {
+		key := ps.key
+		cond := r.announcedCondition(key, ps.ips, pub, conflicts, reporter)
 		if cond == nil {
 			continue
 		}
@@ -567,12 +577,11 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		// batch of writes was still going would otherwise write those
 		// conditions again, each write waking every speaker for another
 		// pass and another batch.
-		key := s.Namespace + "/" + s.Name
 		o, ok, _ := r.Stores.Services.GetByKey(key)
 		if !ok {
 			continue // gone
 		}
-		s = o.(*corev1.Service)
+		s := o.(*corev1.Service)
 		cond.Type = v1beta1.ServiceConditionAnnounced
 		cond.ObservedGeneration = s.Generation
 		old := meta.FindStatusCondition(s.Status.Conditions, cond.Type)
@@ -613,8 +622,7 @@ func (r *Reconciler) patchCondition(ctx context.Context, s *corev1.Service, cond
 
 // announcedCondition is the condition this speaker writes for s, or nil
 // when another speaker writes it.
-func (r *Reconciler) announcedCondition(s *corev1.Service, ips []netip.Addr, pub *publication, conflicts map[netip.Addr]net.HardwareAddr, reporter bool) *metav1.Condition {
-	key := s.Namespace + "/" + s.Name
+func (r *Reconciler) announcedCondition(key string, ips []netip.Addr, pub *publication, conflicts map[netip.Addr]net.HardwareAddr, reporter bool) *metav1.Condition {
 	var l2Owner string
 	var mine []string
 	pending := false

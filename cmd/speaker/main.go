@@ -32,7 +32,9 @@ var version = "dev"
 
 func main() {
 	// Heap profiling keeps a table of sampled allocation stacks that
-	// grows for the process's life; only --pprof can read it.
+	// grows for the process's life; only --pprof can read it, at the
+	// runtime's rate (GODEBUG=memprofilerate=N sets another).
+	profileRate := runtime.MemProfileRate
 	runtime.MemProfileRate = 0
 	if os.Getenv("GOGC") == "" {
 		// The heap may grow to 1.5 times what is live between
@@ -41,13 +43,13 @@ func main() {
 		// often costs next to no CPU (docs/scale.md).
 		debug.SetGCPercent(50)
 	}
-	if err := run(); err != nil {
+	if err := run(profileRate); err != nil {
 		fmt.Fprintln(os.Stderr, "ironlb-speaker:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(profileRate int) error {
 	var (
 		nodeName        = flag.String("node-name", os.Getenv("NODE_NAME"), "this node's name (default: $NODE_NAME)")
 		kubeconfig      = flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file (default: $KUBECONFIG, else the in-cluster ServiceAccount)")
@@ -66,7 +68,7 @@ func run() error {
 	logOpts := app.BindLogFlags(flag.CommandLine)
 	flag.Parse()
 	if *pprofOn {
-		runtime.MemProfileRate = 512 * 1024 // the runtime's default
+		runtime.MemProfileRate = profileRate
 	}
 	log, err := logOpts.Logger()
 	if err != nil {
@@ -96,6 +98,10 @@ func run() error {
 	}
 	app.TuneRESTConfig(cfg)
 	cfg.UserAgent = "ironlb-speaker/" + version
+	// The API server gzips watch streams too, and each open one then
+	// holds a decompressor (about 40 KiB, ten watches) and costs CPU on
+	// both ends, on every node; the speaker's traffic is small.
+	cfg.DisableCompression = true
 	if ns := *apiNetNS; ns != "" {
 		// A lab runs one API server on the host's loopback and each
 		// "node" speaker in a namespace of its own: the API connections
