@@ -7,8 +7,8 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-# Static, reproducible, version stamped.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/...
+# Static, reproducible, version stamped; grpcnotrace as in the Makefile.
+RUN CGO_ENABLED=0 go build -tags grpcnotrace -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/...
 
 # distroless/static: no shell, no package manager, non-root by default. The
 # speaker gets its network capabilities from the chart, not from the image.

@@ -5,6 +5,11 @@ CONTROLLER_GEN_VERSION := v0.23.0
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# grpcnotrace: gRPC (linked by GoBGP) otherwise links golang.org/x/net/trace,
+# whose html/template calls methods by name, so the linker must keep every
+# exported method of every type: 5.6 MB more speaker binary, resident on
+# every node (docs/scale.md). `build` fails if such a call comes back.
+BUILD_TAGS := grpcnotrace
 export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s
 
 lab: deps k8s-binaries helm build
@@ -20,7 +25,13 @@ lab-down:
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -tags '$(BUILD_TAGS)' -trimpath -ldflags '$(LDFLAGS) -dumpdep' -o bin/ ./cmd/... 2>bin/linked.txt || \
+		{ grep -v ' -> ' bin/linked.txt; exit 1; }
+	@if grep -m3 '<ReflectMethod>' bin/linked.txt; then \
+		echo "build: a linked function calls methods by name (above; trace it back in bin/linked.txt), which keeps every exported method in the binaries"; \
+		rm -f bin/controller bin/speaker; exit 1; fi
+	@rm -f bin/linked.txt
 
 generate:
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./config/... crd:crdVersions=v1 output:crd:artifacts:config=charts/ironlb/crds
