@@ -18,6 +18,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -380,17 +381,21 @@ func watch(cs *kube.Clients, namespace string, poke, active func()) (*Stores, []
 		client   rest.Interface
 		resource string
 		obj      runtime.Object
+		sel      fields.Selector
 	}{
-		{&st.Services, cs.Core, "services", &corev1.Service{}},
-		{&st.Nodes, cs.Core, "nodes", &corev1.Node{}},
-		{&st.EndpointSlices, cs.Discovery, "endpointslices", &discoveryv1.EndpointSlice{}},
-		{&st.Pools, cs.IronLB, "ipaddresspools", &v1beta1.IPAddressPool{}},
-		{&st.L2Advertisements, cs.IronLB, "l2advertisements", &v1beta1.L2Advertisement{}},
-		{&st.BGPPeers, cs.IronLB, "bgppeers", &v1beta1.BGPPeer{}},
-		{&st.BGPAdvertisements, cs.IronLB, "bgpadvertisements", &v1beta1.BGPAdvertisement{}},
-		{&st.BFDProfiles, cs.IronLB, "bfdprofiles", &v1beta1.BFDProfile{}},
-		{&st.Communities, cs.IronLB, "communities", &v1beta1.Community{}},
-		{&st.Secrets, cs.Core, "secrets", &corev1.Secret{}}, // BGP passwords
+		// Only LoadBalancer Services: most of a cluster's are not, and
+		// each would cost every node memory and a decode per change.
+		{&st.Services, cs.Core, "services", &corev1.Service{},
+			fields.OneTermEqualSelector("spec.type", string(corev1.ServiceTypeLoadBalancer))},
+		{&st.Nodes, cs.Core, "nodes", &corev1.Node{}, nil},
+		{&st.EndpointSlices, cs.Discovery, "endpointslices", &discoveryv1.EndpointSlice{}, nil},
+		{&st.Pools, cs.IronLB, "ipaddresspools", &v1beta1.IPAddressPool{}, nil},
+		{&st.L2Advertisements, cs.IronLB, "l2advertisements", &v1beta1.L2Advertisement{}, nil},
+		{&st.BGPPeers, cs.IronLB, "bgppeers", &v1beta1.BGPPeer{}, nil},
+		{&st.BGPAdvertisements, cs.IronLB, "bgpadvertisements", &v1beta1.BGPAdvertisement{}, nil},
+		{&st.BFDProfiles, cs.IronLB, "bfdprofiles", &v1beta1.BFDProfile{}, nil},
+		{&st.Communities, cs.IronLB, "communities", &v1beta1.Community{}, nil},
+		{&st.Secrets, cs.Core, "secrets", &corev1.Secret{}, nil}, // BGP passwords
 	} {
 		ns := ""
 		if w.resource == "secrets" {
@@ -399,7 +404,7 @@ func watch(cs *kube.Clients, namespace string, poke, active func()) (*Stores, []
 			}
 			ns = namespace // the speaker may read no others
 		}
-		inf, err := kube.Informer(w.client, w.resource, ns, w.obj, stripUnread)
+		inf, err := kube.Informer(w.client, w.resource, ns, w.sel, w.obj, stripUnread)
 		if err != nil {
 			return nil, nil, fmt.Errorf("watch %s: %w", w.resource, err)
 		}

@@ -196,3 +196,43 @@ func solicit(h *netlab.Host, ip netip.Addr) (net.HardwareAddr, error) {
 		}
 	})
 }
+
+// TestL2ServiceTypeChange: a Service that stops being a LoadBalancer is
+// no longer answered for (the speakers watch only LoadBalancer Services,
+// so to them it is deleted), and is announced again once it is one again.
+func TestL2ServiceTypeChange(t *testing.T) {
+	cl := newCluster(t, "node1", "node2")
+	cl.l2Setup("198.18.0.200-198.18.0.220")
+	ip := cl.service("web")
+	cl.waitOwner(ip, 10*time.Second, "")
+	setType := func(typ corev1.ServiceType) {
+		t.Helper()
+		var s corev1.Service
+		if err := cl.c.Get(cl.ctx, types.NamespacedName{Namespace: "default", Name: "web"}, &s); err != nil {
+			t.Fatal(err)
+		}
+		s.Spec.Type = typ
+		if err := cl.c.Update(cl.ctx, &s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setType(corev1.ServiceTypeNodePort)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o, err := cl.owner(ip)
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still answered by %s 5s after its Service became a NodePort", ip, o)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if o, err := cl.owner(ip); err == nil {
+		t.Fatalf("%s answered again by %s", ip, o)
+	}
+	setType(corev1.ServiceTypeLoadBalancer)
+	ip = cl.waitIP("web")
+	cl.waitOwner(ip, 10*time.Second, "")
+	cl.waitAnnounced("web", metav1.ConditionTrue, "announced by node")
+}
