@@ -160,6 +160,11 @@ type Announcer struct {
 
 // entry is one desired IP. Its goroutine (manage) drives it through probing
 // and announcing; the read loops only read its phase and post claims.
+//
+// Once announced and its gratuitous burst sent, an entry is parked: its
+// goroutine ends, and a claim starts a new one (resume). A node answers
+// for thousands of addresses in a small cluster, and a goroutine waiting
+// on each cost 4-8 KiB of stack apiece for nothing but the rare claim.
 type entry struct {
 	ip    netip.Addr
 	phase phase // guarded by Announcer.mu
@@ -175,6 +180,13 @@ type entry struct {
 	// claims carries foreign claims from the read loops to manage. One
 	// slot: while manage is busy, further claims are redundant.
 	claims chan claim
+	// parked: announcing, with no goroutine (see entry). Guarded by
+	// Announcer.mu.
+	parked bool
+	// lastReport is when a claim while announcing was last reported and
+	// defended (defendInterval). Only the entry's goroutine uses it, and
+	// an entry has one at a time.
+	lastReport time.Time
 }
 
 // claim is a foreign host claiming one of our IPs.
@@ -291,8 +303,17 @@ func (a *Announcer) Run(ctx context.Context) error {
 
 	a.mu.Lock()
 	a.runCtx = nil
+	var parked []netip.Addr
+	for _, e := range a.entries {
+		if e.parked {
+			parked = append(parked, a.unparkLocked(e))
+		}
+	}
 	a.mu.Unlock()
 	a.wg.Wait()
+	for _, ip := range parked {
+		a.leaveGroups(ip)
+	}
 	return errors.Join(errs...)
 }
 
@@ -377,6 +398,33 @@ func (a *Announcer) dropLocked(e *entry) {
 	}
 	if e.phase == phaseAnnouncing {
 		a.log.Info("released", "ip", e.ip.String())
+	}
+	if e.parked {
+		if ip := a.unparkLocked(e); ip.Is6() {
+			// Not under a.mu: leaving a group reads the closed flag.
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				a.leaveGroups(ip)
+			}()
+		}
+	}
+}
+
+// unparkLocked stops answering for a parked entry, and returns its IP,
+// whose solicited-node group (if IPv6) the caller leaves (leaveGroups)
+// once it no longer holds a.mu. Requires a.mu.
+func (a *Announcer) unparkLocked(e *entry) netip.Addr {
+	e.parked = false
+	e.phase = phaseNone
+	return e.ip
+}
+
+// leaveGroups leaves ip's solicited-node group if it is IPv6, as the
+// goroutine of an entry does when it ends.
+func (a *Announcer) leaveGroups(ip netip.Addr) {
+	if ip.Is6() && a.ndp != nil {
+		a.leaveGroup(ip)
 	}
 }
 
@@ -493,16 +541,59 @@ func (a *Announcer) postClaimLocked(ip netip.Addr, c claim) {
 		case e.claims <- c:
 		default:
 		}
+		if e.parked {
+			go a.resume(e)
+		}
 	}
+}
+
+// resume gives a parked entry a goroutine again to handle its claims.
+// Several may be started for one entry; the first one resumes it.
+func (a *Announcer) resume(e *entry) {
+	a.mu.Lock()
+	if !e.parked || a.entries[e.ip] != e || a.runCtx == nil {
+		a.mu.Unlock()
+		return
+	}
+	e.parked = false
+	ctx, cancel := context.WithCancel(a.runCtx)
+	e.cancel = cancel
+	a.wg.Add(1)
+	a.mu.Unlock()
+	defer a.wg.Done()
+	if !a.hold(ctx, e, nil) {
+		a.setPhase(e, phaseNone)
+		a.leaveGroups(e.ip)
+	}
+}
+
+// park ends e's goroutine while e is announced and quiet: it tells
+// whether e is parked now (else the goroutine carries on). Its context
+// is released: dropLocked and Run's end handle a parked entry.
+func (a *Announcer) park(ctx context.Context, e *entry) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ctx.Err() != nil || len(e.claims) > 0 || a.entries[e.ip] != e || e.phase != phaseAnnouncing || a.closed {
+		return false
+	}
+	e.parked = true
+	if e.cancel != nil {
+		e.cancel()
+		e.cancel = nil
+	}
+	return true
 }
 
 // manage drives one IP: probe until no other host answers for it, then
 // announce it until it is released (ctx canceled).
 func (a *Announcer) manage(ctx context.Context, e *entry) {
-	defer a.setPhase(e, phaseNone)
-	proto := protoARP
+	parked := false // then the entry keeps its phase and group
+	defer func() {
+		if !parked {
+			a.setPhase(e, phaseNone)
+		}
+	}()
 	if e.ip.Is6() {
-		proto = protoNDP
 		if a.ndp == nil {
 			a.ipLog(e.ip).Error(a.ndpErr, "cannot announce IPv6 address on this interface")
 			return
@@ -513,7 +604,11 @@ func (a *Announcer) manage(ctx context.Context, e *entry) {
 			a.ipLog(e.ip).Error(err, "cannot announce IPv6 address")
 			return
 		}
-		defer a.leaveGroup(e.ip)
+		defer func() {
+			if !parked {
+				a.leaveGroup(e.ip)
+			}
+		}()
 	}
 
 	backoff := minConflictRetry
@@ -550,7 +645,7 @@ func (a *Announcer) manage(ctx context.Context, e *entry) {
 		}
 		backoff = min(2*backoff, maxConflictRetry)
 	}
-	a.announce(ctx, e, proto)
+	parked = a.announce(ctx, e)
 }
 
 // probe asks whether another host holds e.ip: two probes, at the start and
@@ -591,29 +686,44 @@ func (a *Announcer) probe(ctx context.Context, e *entry) (c claim, free bool) {
 }
 
 // announce answers for e.ip from now on, sends the gratuitous burst, and
-// handles later claims until ctx is canceled.
-func (a *Announcer) announce(ctx context.Context, e *entry, proto string) {
+// handles later claims (hold) until ctx is canceled or e is parked.
+func (a *Announcer) announce(ctx context.Context, e *entry) (parked bool) {
 	a.setPhase(e, phaseAnnouncing)
 	a.ipLog(e.ip).Info("announcing")
 	if a.opts.OnAnnounced != nil {
 		a.opts.OnAnnounced(e.ip)
 	}
-
-	var tick <-chan time.Time
+	var burst *time.Ticker
 	if n := a.opts.GratuitousCount; n > 0 {
 		a.sendGratuitous(e.ip)
 		if n > 1 {
-			t := time.NewTicker(a.opts.GratuitousInterval)
-			defer t.Stop()
-			tick = t.C
+			burst = time.NewTicker(a.opts.GratuitousInterval)
+			defer burst.Stop()
 		}
 	}
+	return a.hold(ctx, e, burst)
+}
+
+// hold handles the claims on announced e.ip, and sends the rest of the
+// gratuitous burst if there is one, until ctx is canceled (false), the IP
+// is handed over (false), or all is quiet and e is parked (true).
+func (a *Announcer) hold(ctx context.Context, e *entry, burst *time.Ticker) (parked bool) {
+	proto := protoARP
+	if e.ip.Is6() {
+		proto = protoNDP
+	}
+	var tick <-chan time.Time
+	if burst != nil {
+		tick = burst.C
+	}
 	sent := 1
-	var lastReport time.Time
 	for {
+		if tick == nil && a.park(ctx, e) {
+			return true
+		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-tick:
 			a.sendGratuitous(e.ip)
 			if sent++; sent >= a.opts.GratuitousCount {
@@ -635,12 +745,12 @@ func (a *Announcer) announce(ctx context.Context, e *entry, proto string) {
 			if yield {
 				a.opts.Metrics.handover(proto)
 				a.ipLog(e.ip).Info("handed over", "newOwnerMAC", c.mac.String())
-				return
+				return false
 			}
-			if !lastReport.IsZero() && time.Since(lastReport) < defendInterval {
+			if !e.lastReport.IsZero() && time.Since(e.lastReport) < defendInterval {
 				continue
 			}
-			lastReport = time.Now()
+			e.lastReport = time.Now()
 			if a.isPeer(c.mac) {
 				// A peer with another view of the cluster (it has not
 				// seen us yet, or a partition heals): defend, and let the

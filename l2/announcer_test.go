@@ -2,9 +2,11 @@ package l2
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -747,4 +749,79 @@ func TestPeerClaimIsNotAConflict(t *testing.T) {
 		t.Errorf("Announcing() = %v while a peer also claims it, want [%v]", ips, vip4)
 	}
 	delAddr(t, ch, tn.clientIf, held)
+}
+
+// Announced addresses hold no goroutine once their gratuitous burst is
+// sent (a node may answer for thousands), yet are still answered, still
+// defended against claims (TestConflictWhileAnnouncing, TestYield claim
+// parked addresses), and released with their IPv6 groups left.
+func TestAnnouncedAddressesPark(t *testing.T) {
+	tn := newTestNet(t)
+	opts := testOptions(t)
+	a := startAnnouncer(t, tn, opts)
+	arpPeer := newARPPeer(t, tn)
+	ndpPeer := newNDPPeer(t, tn)
+	base := runtime.NumGoroutine()
+
+	var ips []netip.Addr
+	for i := range 200 {
+		ips = append(ips, netip.AddrFrom4([4]byte{198, 18, 1 + byte(i/250), 1 + byte(i%250)}))
+	}
+	for i := range 20 {
+		ips = append(ips, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 15: 0x10 + byte(i)}))
+	}
+	groups := func() int {
+		a.groupMu.Lock()
+		defer a.groupMu.Unlock()
+		return len(a.groups)
+	}
+	a.Set(ips)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(a.Announcing()) < len(ips) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d addresses announced after 5s", len(a.Announcing()), len(ips))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitGoroutines := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			n := runtime.NumGoroutine() - base
+			if n <= 5 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d goroutines more than before", what, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitGoroutines(fmt.Sprintf("%d addresses announced", len(ips)))
+	if n := groups(); n != 20 {
+		t.Errorf("%d solicited-node groups joined, want 20", n)
+	}
+
+	arpPeer.request(t, ips[150])
+	if _, ok := arpPeer.next(time.Second, isReplyFor(ips[150])); !ok {
+		t.Errorf("parked %v not answered", ips[150])
+	}
+	ndpPeer.solicit(t, ips[210])
+	if _, ok := ndpPeer.nextNA(time.Second, ips[210], func(na *ndp.NeighborAdvertisement) bool { return na.Solicited }); !ok {
+		t.Errorf("parked %v not answered", ips[210])
+	}
+
+	a.Set(nil)
+	if got := a.Announcing(); len(got) != 0 {
+		t.Errorf("Announcing() after Set(nil) = %d addresses, want none", len(got))
+	}
+	arpPeer.drain()
+	arpPeer.request(t, ips[150])
+	if _, ok := arpPeer.next(300*time.Millisecond, isReplyFor(ips[150])); ok {
+		t.Errorf("%v answered after release", ips[150])
+	}
+	waitGoroutines("released")
+	if n := groups(); n != 0 {
+		t.Errorf("%d solicited-node groups still joined after release, want 0", n)
+	}
 }
