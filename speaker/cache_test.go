@@ -1,17 +1,20 @@
 package speaker
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/speaker/announce"
 )
 
 // fullObjects are a Service, two Nodes and an EndpointSlice as the API
@@ -88,42 +91,65 @@ func strip[T any](t *testing.T, in []*T) []*T {
 	return out
 }
 
+// cacheService is what the cache keeps of s.
+func cacheService(t *testing.T, s *corev1.Service) *cachedService {
+	t.Helper()
+	c, err := stripUnread(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.(*cachedService)
+}
+
 // TestStripUnread: the cache transform drops what the speaker never
 // reads and changes none of what it does: the plan's input, the mesh's
 // peer list and the Announced bookkeeping come out the same.
 func TestStripUnread(t *testing.T) {
 	svcs, nodes, slices := fullObjects()
-	ssvcs, snodes, sslices := strip(t, svcs), strip(t, nodes), strip(t, slices)
+	snodes, sslices := strip(t, nodes), strip(t, slices)
+	ssvcs := []*cachedService{cacheService(t, svcs[0])}
 	alive := map[string]bool{"n1": true, "n2": true}
 	for _, c := range []struct {
 		what       string
 		full, thin any
 	}{
-		{"ServiceInfos", ServiceInfos(svcs, slices), ServiceInfos(ssvcs, sslices)},
+		{"ServiceInfos", ServiceInfos(ssvcs, slices), ServiceInfos(ssvcs, sslices)},
 		{"NodeInfos", NodeInfos(nodes, alive), NodeInfos(snodes, alive)},
 		{"peers", peers(nodes, 7946), peers(snodes, 7946)},
-		{"announcedAddresses", announcedAddresses(svcs), announcedAddresses(ssvcs)},
-		{"Service labels and annotations", []any{svcs[0].Labels, svcs[0].Annotations[v1beta1.AnnotationAllocatedFrom]}, []any{ssvcs[0].Labels, ssvcs[0].Annotations[v1beta1.AnnotationAllocatedFrom]}},
 	} {
 		if !reflect.DeepEqual(c.full, c.thin) {
 			t.Errorf("%s changed by the transform:\n full %+v\n thin %+v", c.what, c.full, c.thin)
 		}
 	}
-	if ServiceInfos(svcs, slices)[0].EndpointNodes == nil || !NodeInfos(nodes, alive)[0].Ready {
+	if ServiceInfos(ssvcs, slices)[0].EndpointNodes == nil || !NodeInfos(nodes, alive)[0].Ready {
 		t.Fatal("the fixture does not exercise endpoints or readiness")
 	}
+	// All a Service comes down to, and what the plan makes of it.
+	ip := netip.MustParseAddr("198.18.0.1")
+	want := &cachedService{
+		ObjectMeta:    metav1.ObjectMeta{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}},
+		AllocatedFrom: "pool-a", IPs: []netip.Addr{ip}, Local: true,
+		Announced: &metav1.Condition{Type: v1beta1.ServiceConditionAnnounced, Status: metav1.ConditionTrue, Reason: reasonLayer2, Message: "n1"},
+	}
+	if !reflect.DeepEqual(ssvcs[0], want) {
+		t.Errorf("cached Service:\n got  %+v\n want %+v", ssvcs[0], want)
+	}
+	wantInfo := []announce.ServiceInfo{{Key: "default/web", IPs: []netip.Addr{ip}, Pools: []string{"pool-a"},
+		Labels: labels.Set{"app": "web"}, Local: true, EndpointNodes: map[string]bool{"n1": true}}}
+	if got := ServiceInfos(ssvcs, sslices); !reflect.DeepEqual(got, wantInfo) {
+		t.Errorf("ServiceInfos:\n got  %+v\n want %+v", got, wantInfo)
+	}
+	if got := announcedAddresses(ssvcs); !reflect.DeepEqual(got, map[netip.Addr]bool{ip: true}) {
+		t.Errorf("announcedAddresses = %v, want %v only", got, ip)
+	}
 	gone := map[string]bool{
-		"managedFields":    ssvcs[0].ManagedFields != nil || snodes[0].ManagedFields != nil,
-		"last-applied":     ssvcs[0].Annotations[corev1.LastAppliedConfigAnnotation] != "",
-		"Service ports":    ssvcs[0].Spec.Ports != nil || ssvcs[0].Spec.Selector != nil || ssvcs[0].Spec.ClusterIP != "",
+		"managedFields":    snodes[0].ManagedFields != nil,
 		"Node images":      snodes[0].Status.Images != nil || snodes[0].Status.NodeInfo.KernelVersion != "" || snodes[0].Spec.PodCIDR != "",
 		"heartbeats":       len(snodes[0].Status.Conditions) != 2 || !snodes[0].Status.Conditions[0].LastHeartbeatTime.IsZero(),
-		"other conditions": len(ssvcs[0].Status.Conditions) != 1,
-		"finalizers":       ssvcs[0].Finalizers != nil,
 		"Node annotations": snodes[0].Annotations != nil,
 		"slice metadata":   sslices[0].Annotations != nil || len(sslices[0].Labels) != 1 || sslices[0].OwnerReferences != nil,
 		"endpoint pods":    sslices[0].Endpoints[0].Addresses != nil || sslices[0].Endpoints[0].TargetRef != nil || sslices[0].Ports != nil,
-		"original intact":  svcs[0].Spec.Ports == nil, // strip works on copies here; the cache hands it its own
+		"original intact":  svcs[0].Spec.Ports == nil || svcs[0].ManagedFields == nil,
 	}
 	for what, kept := range gone {
 		if kept {
@@ -136,7 +162,7 @@ func TestStripUnread(t *testing.T) {
 // pass; any change of what it reads does.
 func TestPlanInputChanged(t *testing.T) {
 	svcs, nodes, slices := fullObjects()
-	svc, node, slice := strip(t, svcs)[0], strip(t, nodes)[0], strip(t, slices)[0]
+	svc, node, slice := cacheService(t, svcs[0]), strip(t, nodes)[0], strip(t, slices)[0]
 	refreshed := func(o object) object {
 		full := o.DeepCopyObject().(object)
 		full.SetResourceVersion("8")
@@ -146,12 +172,20 @@ func TestPlanInputChanged(t *testing.T) {
 			f.Status.Images = []corev1.ContainerImage{{Names: []string{"new"}}}
 		case *discoveryv1.EndpointSlice:
 			f.Endpoints[0].Addresses = []string{"10.244.0.9"}
-		case *corev1.Service:
-			f.Status.Conditions = nil
-			f.Spec.Ports = []corev1.ServicePort{{Port: 443}}
 		}
 		thin, _ := stripUnread(full)
 		return thin.(object)
+	}
+	// A Service's writes that leave what the speaker reads alone: the
+	// condition writes that follow every change.
+	refreshedSvc := svcs[0].DeepCopy()
+	refreshedSvc.ResourceVersion = "8"
+	refreshedSvc.Status.Conditions = nil
+	refreshedSvc.Spec.Ports = []corev1.ServicePort{{Port: 443}}
+	changedSvc := func(change func(*cachedService)) *cachedService {
+		n := *svc
+		change(&n)
+		return &n
 	}
 	changed := func(o object, change func(object)) object {
 		n := o.DeepCopyObject().(object)
@@ -160,16 +194,17 @@ func TestPlanInputChanged(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		what     string
-		old, new object
+		old, new any
 		want     bool
 	}{
-		{"Service: ports and conditions only", svc, refreshed(svc), false},
+		{"Service: ports and conditions only", svc, cacheService(t, refreshedSvc), false},
 		{"Node: heartbeat, images, other conditions", node, refreshed(node), false},
 		{"EndpointSlice: a pod's address on the same node", slice, refreshed(slice), false},
-		{"Service: new ingress", svc, changed(svc, func(o object) {
-			o.(*corev1.Service).Status.LoadBalancer.Ingress = nil
-		}), true},
-		{"Service: label", svc, changed(svc, func(o object) { o.SetLabels(map[string]string{"x": "y"}) }), true},
+		{"Service: new ingress", svc, changedSvc(func(s *cachedService) { s.IPs = nil }), true},
+		{"Service: label", svc, changedSvc(func(s *cachedService) { s.Labels = map[string]string{"x": "y"} }), true},
+		{"Service: pool", svc, changedSvc(func(s *cachedService) { s.AllocatedFrom = "pool-b" }), true},
+		{"Service: traffic policy", svc, changedSvc(func(s *cachedService) { s.Local = false }), true},
+		{"Service: deleted", svc, changedSvc(func(s *cachedService) { s.DeletionTimestamp = &metav1.Time{} }), true},
 		{"Node: not Ready", node, changed(node, func(o object) {
 			o.(*corev1.Node).Status.Conditions[0].Status = corev1.ConditionFalse
 		}), true},

@@ -23,7 +23,6 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -307,7 +306,7 @@ func (r *Reconciler) Pass(ctx context.Context) (retry time.Duration, err error) 
 	// Service on every pass (most of a pass's allocations in a large
 	// cluster). Nothing below may modify them.
 	nodeList := objects[corev1.Node](r.Stores.Nodes)
-	svcList := objects[corev1.Service](r.Stores.Services)
+	svcList := objects[cachedService](r.Stores.Services)
 	epSlices := objects[discoveryv1.EndpointSlice](r.Stores.EndpointSlices)
 
 	meshPeers := peers(nodeList, r.MeshPort)
@@ -536,14 +535,14 @@ const interfaceRetry = 5 * time.Second
 
 // announcedAddresses lists the addresses whose Services report being
 // announced in layer 2 by some node.
-func announcedAddresses(svcs []*corev1.Service) map[netip.Addr]bool {
+func announcedAddresses(svcs []*cachedService) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}
-	for i := range svcs {
-		c := meta.FindStatusCondition(svcs[i].Status.Conditions, v1beta1.ServiceConditionAnnounced)
+	for _, s := range svcs {
+		c := s.Announced
 		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reasonLayer2 {
 			continue
 		}
-		for _, ip := range config.IngressIPs(svcs[i]) {
+		for _, ip := range s.IPs {
 			out[ip] = true
 		}
 	}
@@ -581,10 +580,10 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		if !ok {
 			continue // gone
 		}
-		s := o.(*corev1.Service)
+		s := o.(*cachedService)
 		cond.Type = v1beta1.ServiceConditionAnnounced
 		cond.ObservedGeneration = s.Generation
-		old := meta.FindStatusCondition(s.Status.Conditions, cond.Type)
+		old := s.Announced
 		if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message {
 			continue
 		}
@@ -604,14 +603,14 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		if cond.Status != metav1.ConditionTrue {
 			typ, reason = corev1.EventTypeWarning, cond.Reason
 		}
-		r.Recorder.Eventf(s, nil, typ, reason, "Announce", "%s", cond.Message)
+		r.Recorder.Eventf(s.ref(), nil, typ, reason, "Announce", "%s", cond.Message)
 	}
 }
 
 // patchCondition sets one condition of a Service's status. A strategic
 // merge of conditions by type touches only that one: the controller's
 // condition and the ingress are left alone.
-func (r *Reconciler) patchCondition(ctx context.Context, s *corev1.Service, cond metav1.Condition) error {
+func (r *Reconciler) patchCondition(ctx context.Context, s *cachedService, cond metav1.Condition) error {
 	body, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []metav1.Condition{cond}}})
 	if err != nil {
 		return err
@@ -749,9 +748,10 @@ func NodeInfos(nodes []*corev1.Node, alive map[string]bool) []announce.NodeInfo 
 	return out
 }
 
-// ServiceInfos lists the LoadBalancer Services that have addresses, with
-// the nodes of their ready endpoints.
-func ServiceInfos(svcs []*corev1.Service, eps []*discoveryv1.EndpointSlice) []announce.ServiceInfo {
+// ServiceInfos lists the LoadBalancer Services that have addresses (the
+// cache holds no others), with the nodes of their ready endpoints. The
+// addresses are the cache's: read only.
+func ServiceInfos(svcs []*cachedService, eps []*discoveryv1.EndpointSlice) []announce.ServiceInfo {
 	endpoints := map[string]map[string]bool{}
 	for _, es := range eps {
 		svc := es.Labels[discoveryv1.LabelServiceName]
@@ -771,24 +771,22 @@ func ServiceInfos(svcs []*corev1.Service, eps []*discoveryv1.EndpointSlice) []an
 	}
 	var out []announce.ServiceInfo
 	for _, s := range svcs {
-		ips := config.IngressIPs(s)
-		if s.Spec.Type != corev1.ServiceTypeLoadBalancer || len(ips) == 0 {
+		if len(s.IPs) == 0 {
 			continue
 		}
 		key := s.Namespace + "/" + s.Name
 		// The annotation names the pools without repeats, so it tells an
 		// address's pool only when there is one; the caller fills in the
 		// rest from the configured ranges.
-		pools := make([]string, len(ips))
-		if named := s.Annotations[v1beta1.AnnotationAllocatedFrom]; !strings.Contains(named, ",") {
+		pools := make([]string, len(s.IPs))
+		if named := s.AllocatedFrom; !strings.Contains(named, ",") {
 			for k := range pools {
 				pools[k] = named
 			}
 		}
 		out = append(out, announce.ServiceInfo{
-			Key: key, IPs: ips, Pools: pools, Labels: labels.Set(s.Labels),
-			Local:         s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
-			EndpointNodes: endpoints[key],
+			Key: key, IPs: s.IPs, Pools: pools, Labels: labels.Set(s.Labels),
+			Local: s.Local, EndpointNodes: endpoints[key],
 		})
 	}
 	return out
