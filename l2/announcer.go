@@ -312,7 +312,7 @@ func (a *Announcer) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.wg.Wait()
 	for _, ip := range parked {
-		a.leaveGroups(ip)
+		a.leaveGroupIfV6(ip)
 	}
 	return errors.Join(errs...)
 }
@@ -405,14 +405,14 @@ func (a *Announcer) dropLocked(e *entry) {
 			a.wg.Add(1)
 			go func() {
 				defer a.wg.Done()
-				a.leaveGroups(ip)
+				a.leaveGroupIfV6(ip)
 			}()
 		}
 	}
 }
 
 // unparkLocked stops answering for a parked entry, and returns its IP,
-// whose solicited-node group (if IPv6) the caller leaves (leaveGroups)
+// whose solicited-node group (if IPv6) the caller leaves (leaveGroupIfV6)
 // once it no longer holds a.mu. Requires a.mu.
 func (a *Announcer) unparkLocked(e *entry) netip.Addr {
 	e.parked = false
@@ -420,9 +420,9 @@ func (a *Announcer) unparkLocked(e *entry) netip.Addr {
 	return e.ip
 }
 
-// leaveGroups leaves ip's solicited-node group if it is IPv6, as the
+// leaveGroupIfV6 leaves ip's solicited-node group if it is IPv6, as the
 // goroutine of an entry does when it ends.
-func (a *Announcer) leaveGroups(ip netip.Addr) {
+func (a *Announcer) leaveGroupIfV6(ip netip.Addr) {
 	if ip.Is6() && a.ndp != nil {
 		a.leaveGroup(ip)
 	}
@@ -563,7 +563,7 @@ func (a *Announcer) resume(e *entry) {
 	defer a.wg.Done()
 	if !a.hold(ctx, e, nil) {
 		a.setPhase(e, phaseNone)
-		a.leaveGroups(e.ip)
+		a.leaveGroupIfV6(e.ip)
 	}
 }
 
@@ -585,7 +585,7 @@ func (a *Announcer) park(ctx context.Context, e *entry) bool {
 }
 
 // manage drives one IP: probe until no other host answers for it, then
-// announce it until it is released (ctx canceled).
+// announce it until it is released (ctx canceled) or parked.
 func (a *Announcer) manage(ctx context.Context, e *entry) {
 	parked := false // then the entry keeps its phase and group
 	defer func() {

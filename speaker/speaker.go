@@ -619,8 +619,8 @@ func (r *Reconciler) patchCondition(ctx context.Context, s *cachedService, cond 
 		SubResource("status").Body(body).Do(ctx).Error()
 }
 
-// announcedCondition is the condition this speaker writes for s, or nil
-// when another speaker writes it.
+// announcedCondition is the condition this speaker writes for the Service
+// key with addresses ips, or nil when another speaker writes it.
 func (r *Reconciler) announcedCondition(key string, ips []netip.Addr, pub *publication, conflicts map[netip.Addr]net.HardwareAddr, reporter bool) *metav1.Condition {
 	var l2Owner string
 	var mine []string

@@ -49,6 +49,7 @@ func TestBenchHandover(t *testing.T) {
 			t.Fatalf("run %d: %v", i, err)
 		}
 		samples = append(samples, d)
+		t.Logf("run %d: %s handed over in %s", i, owner, d)
 		missed += misses
 		// The restarted speaker joins and, when the hash says so, takes
 		// its address back from a live node: that move must not leave
