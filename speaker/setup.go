@@ -104,7 +104,13 @@ func stripUnread(in any) (any, error) {
 		o.Status = st
 	case *discoveryv1.EndpointSlice:
 		o.Annotations = nil
-		o.Labels = filterKeys(o.Labels, func(k string) bool { return k == discoveryv1.LabelServiceName })
+		// Of the labels only the Service's name (the map itself when it
+		// is the only one).
+		if name, ok := o.Labels[discoveryv1.LabelServiceName]; !ok {
+			o.Labels = nil
+		} else if len(o.Labels) > 1 {
+			o.Labels = map[string]string{discoveryv1.LabelServiceName: name}
+		}
 		eps := make([]discoveryv1.Endpoint, len(o.Endpoints))
 		for i, e := range o.Endpoints {
 			eps[i] = discoveryv1.Endpoint{NodeName: e.NodeName, Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready}}
@@ -152,30 +158,6 @@ func newCachedService(s *corev1.Service) *cachedService {
 // ref is the Service for Events about s.
 func (s *cachedService) ref() *corev1.Service {
 	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID}}
-}
-
-// filterKeys returns the entries of m whose keys keep passes, m itself
-// when that is all of them, nil when none.
-func filterKeys(m map[string]string, keep func(string) bool) map[string]string {
-	n := 0
-	for k := range m {
-		if keep(k) {
-			n++
-		}
-	}
-	switch n {
-	case 0:
-		return nil
-	case len(m):
-		return m
-	}
-	out := make(map[string]string, n)
-	for k, v := range m {
-		if keep(k) {
-			out[k] = v
-		}
-	}
-	return out
 }
 
 // Run runs the speaker until ctx ends, then hands its addresses over
