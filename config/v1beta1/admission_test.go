@@ -2,11 +2,16 @@ package v1beta1_test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ironlb/ironlb/config/v1beta1"
@@ -124,5 +129,91 @@ func TestDefaults(t *testing.T) {
 	}
 	if *b.Spec.ReceiveInterval != 300 || *b.Spec.TransmitInterval != 300 || *b.Spec.DetectMultiplier != 3 {
 		t.Fatalf("bfd defaults %+v", b.Spec)
+	}
+}
+
+// TestPrinterColumnsShowZero reads every kind's `kubectl get` table from a
+// real API server, for objects whose counts are all zero: a number or
+// boolean column must print 0 (false), never a blank cell. Every ironlb
+// kind the API server serves must be in the test.
+func TestPrinterColumnsShowZero(t *testing.T) {
+	env := apiserver.Start(t)
+	ctx := context.Background()
+	meta := metav1.ObjectMeta{Name: "zero"}
+	objects := map[string]client.Object{
+		"ipaddresspools":    &v1beta1.IPAddressPool{ObjectMeta: meta, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.0/24"}}},
+		"l2advertisements":  &v1beta1.L2Advertisement{ObjectMeta: meta},
+		"bgpadvertisements": &v1beta1.BGPAdvertisement{ObjectMeta: meta},
+		"bgppeers":          &v1beta1.BGPPeer{ObjectMeta: meta, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, PeerAddress: "203.0.113.1"}},
+		"bfdprofiles":       &v1beta1.BFDProfile{ObjectMeta: meta},
+		"communities":       &v1beta1.Community{ObjectMeta: meta, Spec: v1beta1.CommunitySpec{Communities: []v1beta1.CommunityAlias{{Name: "x", Value: "65535:65281"}}}},
+		"bgpnodestatuses":   &v1beta1.BGPNodeStatus{ObjectMeta: meta},
+	}
+	var crds apiextensionsv1.CustomResourceDefinitionList
+	if err := env.Client.List(ctx, &crds); err != nil {
+		t.Fatal(err)
+	}
+	served := 0
+	for _, crd := range crds.Items {
+		if crd.Spec.Group != v1beta1.GroupVersion.Group {
+			continue
+		}
+		served++
+		if _, ok := objects[crd.Spec.Names.Plural]; !ok {
+			t.Errorf("kind %s has no object in this test", crd.Spec.Names.Kind)
+		}
+	}
+	if served != len(objects) {
+		t.Errorf("the API server serves %d ironlb kinds, the test has %d", served, len(objects))
+	}
+	hc, err := rest.HTTPClientFor(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for plural, obj := range objects {
+		if err := env.Client.Create(ctx, obj); err != nil {
+			t.Fatalf("%s: %v", plural, err)
+		}
+		// Writers of status send their zero counts (the speaker writes
+		// BGPNodeStatus with no session up, the controller an empty pool).
+		switch o := obj.(type) {
+		case *v1beta1.BGPNodeStatus:
+			o.Status = v1beta1.BGPNodeStatusStatus{}
+		case *v1beta1.IPAddressPool:
+			o.Status = v1beta1.IPAddressPoolStatus{}
+		default:
+			obj = nil
+		}
+		if obj != nil {
+			if err := env.Client.Status().Update(ctx, obj); err != nil {
+				t.Fatalf("%s status: %v", plural, err)
+			}
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(env.Config.Host, "/")+"/apis/"+v1beta1.GroupVersion.String()+"/"+plural+"/zero", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var table metav1.Table
+		if err := json.Unmarshal(body, &table); err != nil || len(table.Rows) != 1 {
+			t.Fatalf("%s: table %s: %v", plural, body, err)
+		}
+		for i, col := range table.ColumnDefinitions {
+			if col.Type != "integer" && col.Type != "number" && col.Type != "boolean" {
+				continue
+			}
+			if table.Rows[0].Cells[i] == nil {
+				t.Errorf("kubectl get %s: column %s is blank for a zero value", plural, col.Name)
+			}
+		}
 	}
 }

@@ -21,17 +21,22 @@ type BGPNodeStatus struct {
 	Status BGPNodeStatusStatus `json:"status,omitempty"`
 }
 
-// BGPNodeStatusStatus lists one node's sessions.
+// BGPNodeStatusStatus lists one node's sessions. Its counts are never
+// omitted (and default to 0), so `kubectl get` prints 0 rather than a blank
+// column while no session is up.
 type BGPNodeStatusStatus struct {
 	// PeerCount is the number of BGPPeers selecting this node.
+	// +kubebuilder:default=0
 	// +optional
-	PeerCount int32 `json:"peerCount,omitempty"`
+	PeerCount int32 `json:"peerCount"`
 	// Established is the number of sessions up.
+	// +kubebuilder:default=0
 	// +optional
-	Established int32 `json:"established,omitempty"`
+	Established int32 `json:"established"`
 	// Prefixes is the number of prefixes this node announces.
+	// +kubebuilder:default=0
 	// +optional
-	Prefixes int32 `json:"prefixes,omitempty"`
+	Prefixes int32 `json:"prefixes"`
 	// +optional
 	// +listType=map
 	// +listMapKey=name
@@ -52,8 +57,9 @@ type BGPSessionStatus struct {
 	// +optional
 	Since *metav1.Time `json:"since,omitempty"`
 	// PrefixesSent is the number of prefixes advertised to the peer.
+	// +kubebuilder:default=0
 	// +optional
-	PrefixesSent int64 `json:"prefixesSent,omitempty"`
+	PrefixesSent int64 `json:"prefixesSent"`
 	// BFD is the BFD session state (up, down, init, admindown), empty
 	// without BFD.
 	// +optional
