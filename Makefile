@@ -15,12 +15,18 @@ export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s
 lab: deps k8s-binaries helm build
 	$(GO) run ./lab
 
+# lab-failover: in a second shell while `make lab` runs: cut the link of
+# the node answering for the LAN address and of the node the routed
+# client's flow goes to, print both clients' outage, restore the node.
+lab-failover:
+	$(GO) run ./lab -failover -runs=$${RUNS:-1}
+
 lab-down:
 	-pkill -f '$(CURDIR)/bin/(controller|speaker|k8s/|lab/frr)'
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 
-.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-down all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
+.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-failover lab-down bench-lab all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
 
 all: build
 
@@ -60,8 +66,8 @@ lint: vet
 
 # test: everything CI runs. Builds the Kubernetes test binaries first.
 test: deps k8s-binaries helm lint build
-	$(GO) run ./lab -oneshot
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 20m -v -run '^TestLab$$' ./lab
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/lab$$')
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 5000x ./ipam
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzARPPacket -fuzztime 100000x ./l2
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzNDP -fuzztime 100000x ./l2
@@ -84,6 +90,11 @@ bench-scale: k8s-binaries build
 # bench: every benchmark, one after the other (about an hour); each writes
 # its results with the command that produced them under docs/.
 bench: bench-ipam bench-scale bench-failover bench-bgp
+
+# bench-lab: TestLab's link cuts in `make lab`, RUNS of them, written into
+# docs/performance.md.
+bench-lab: deps k8s-binaries helm build
+	$(GO) test -count=1 -timeout 40m -v -run '^TestLab$$' ./lab -args -failover-runs=$${RUNS:-20} -report=$(CURDIR)/docs/performance.md
 
 bench-failover: deps k8s-binaries build
 	$(GO) test -tags bench -count=1 -timeout 20m -run '^TestBench(Failover|Handover|PingFailover)$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20} -report=$(CURDIR)/docs/performance.md

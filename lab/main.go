@@ -5,7 +5,8 @@
 // on one LAN, a second client behind the router, and two LoadBalancer
 // Services: one the LAN client reaches over layer 2, one the client behind
 // the router reaches over BGP. It stays up until Ctrl-C (or exits at once
-// with -oneshot) and tears everything down.
+// with -oneshot) and tears everything down. With -failover it starts no
+// lab but cuts links in the running one (`make lab-failover`).
 package main
 
 import (
@@ -48,9 +49,18 @@ var nodes = []string{"node1", "node2", "node3"}
 func main() {
 	oneshot := flag.Bool("oneshot", false, "tear down as soon as the client reached the Service (for tests)")
 	down := flag.Bool("down", false, "only remove leftovers of an earlier lab")
+	failover := flag.Bool("failover", false, "start no lab: cut node links in the running one and print each client's outage")
+	runs := flag.Int("runs", 1, "with -failover: how many times")
 	flag.Parse()
 	if *down {
 		netlab.Cleanup(nsPrefix)
+		return
+	}
+	if *failover {
+		if err := runFailover(*runs); err != nil {
+			fmt.Fprintln(os.Stderr, "lab -failover:", err)
+			os.Exit(1)
+		}
 		return
 	}
 	if err := netlab.Check(); err != nil {
@@ -58,8 +68,10 @@ func main() {
 		os.Exit(2)
 	}
 	netlab.Cleanup(nsPrefix) // leftovers of a killed run
+	restoreTTY := foreground()
 	err := run(*oneshot)
 	netlab.Cleanup(nsPrefix)
+	restoreTTY()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		os.Exit(1)
@@ -98,9 +110,9 @@ func run(oneshot bool) error {
 		if _, err := lab.Hosts[n].In("ip", "route", "replace", "default", "via", rtrHost.IPv4.Addr().String()); err != nil {
 			return err
 		}
-		neighbors = append(neighbors, frr.NeighborConf{Addr: lab.Hosts[n].IPv4.Addr(), ASN: nodeASN, Password: bgpPassword})
+		neighbors = append(neighbors, frr.NeighborConf{Addr: lab.Hosts[n].IPv4.Addr(), ASN: nodeASN, Password: bgpPassword, BFD: true})
 	}
-	step("starting FRR (zebra, bgpd, bfdd) in the router, AS %d, one eBGP neighbor per node", routerASN)
+	step("starting FRR (zebra, bgpd, bfdd) in the router, AS %d, one eBGP neighbor with BFD per node", routerASN)
 	router, err := frr.Start(rtrHost.Name, filepath.Join(dir, "frr"), frr.BGPConfig(routerASN, rtrHost.IPv4.Addr(), neighbors))
 	if err != nil {
 		return fmt.Errorf("%w (run `make deps` to install FRR)", err)
@@ -202,7 +214,7 @@ func run(oneshot bool) error {
 		speakers = append(speakers, s)
 	}
 
-	step("creating pools lan (layer 2) and routed (BGP), an L2Advertisement, a BGPPeer with its password Secret, a BGPAdvertisement")
+	step("creating pools lan (layer 2) and routed (BGP), an L2Advertisement, a BGPPeer with BFDProfile fast and its password Secret, a BGPAdvertisement")
 	for _, o := range labConfig(rtrHost.IPv4.Addr()) {
 		if err := c.Create(ctx, o); err != nil {
 			return err
@@ -258,10 +270,47 @@ func run(oneshot bool) error {
 	if oneshot {
 		return nil
 	}
-	fmt.Printf("\nThe lab is up. Try:\n  %s --kubeconfig=%s get svc,bgpnodestatus -A\n  ip netns exec %sclient curl http://%s/\n  ip netns exec %sclient2 curl http://%s/\n  vtysh --vty_socket %s -c 'show bgp summary'\nLogs: %s\nCtrl-C tears it down.\n",
+	hosts := map[string]*netlab.Host{"client2": client2}
+	for n, h := range lab.Hosts {
+		hosts[n] = h
+	}
+	record := filepath.Join(dir, "lab.json")
+	if err := (&labkit.Lab{Hosts: hosts, Nodes: nodes, LAN: vips["web"], Routed: vips["web-bgp"], FRRDir: router.Dir}).Save(record); err != nil {
+		return err
+	}
+	defer os.Remove(record)
+	fmt.Printf("\nThe lab is up. Try:\n  %s --kubeconfig=%s get svc,bgpnodestatus -A\n  ip netns exec %sclient curl http://%s/\n  ip netns exec %sclient2 curl http://%s/\n  vtysh --vty_socket %s -c 'show bgp summary'\n  make lab-failover    # in another shell: cut a node's link, print both clients' outage, restore it\nLogs: %s\nCtrl-C tears it down.\n",
 		kubectl, kubeconfig, nsPrefix, vips["web"], nsPrefix, vips["web-bgp"], router.Dir, dir)
 	<-ctx.Done()
-	stop()
+	// The teardown runs with signals still caught: a second Ctrl-C does
+	// not cut it short and leave namespaces behind.
+	step("Ctrl-C: tearing down")
+	return nil
+}
+
+// runFailover cuts links in the running lab runs times (see
+// labkit.Lab.Failover) and prints what each client lost.
+func runFailover(runs int) error {
+	root, err := apiserver.Root()
+	if err != nil {
+		return err
+	}
+	l, err := labkit.LoadLab(filepath.Join(root, "bin", "lab", "lab.json"))
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for i := range runs {
+		step("run %d of %d: client pings %s (layer 2), client2 pings %s (BGP, BFD 300 ms x 3), every 10 ms; cutting the link of the node answering for %s and of the node client2's flow is routed to", i+1, runs, l.LAN, l.Routed, l.LAN)
+		cuts, err := l.Failover(ctx)
+		for _, c := range cuts {
+			fmt.Println("    cut " + c.String())
+		}
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -277,9 +326,15 @@ func labConfig(router netip.Addr) []client.Object {
 			Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.19.0.0/24"}, AutoAssign: ptr.To(false), AvoidBuggyIPs: true}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: labNamespace, Name: "bgp-password"},
 			Data: map[string][]byte{"password": []byte(bgpPassword)}},
+		// BFD takes a dead node out of the router's ECMP set in under a
+		// second; without it the router waits out the hold time (90 s).
+		&v1beta1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast"}, Spec: v1beta1.BFDProfileSpec{
+			ReceiveInterval: ptr.To[int32](300), TransmitInterval: ptr.To[int32](300), DetectMultiplier: ptr.To[int32](3),
+		}},
 		&v1beta1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "router"}, Spec: v1beta1.BGPPeerSpec{
 			MyASN: nodeASN, PeerASN: routerASN, PeerAddress: v1beta1.IPAddress(router.String()),
-			PasswordSecret: &v1beta1.SecretKeyRef{Namespace: labNamespace, Name: "bgp-password"},
+			PasswordSecret: &v1beta1.SecretKeyRef{Namespace: labNamespace, Name: "bgp-password", Key: "password"},
+			BFDProfile:     "fast",
 		}},
 		&v1beta1.BGPAdvertisement{ObjectMeta: metav1.ObjectMeta{Name: "routed"}, Spec: v1beta1.BGPAdvertisementSpec{
 			IPAddressPools: []v1beta1.PoolName{"routed"}, Communities: []v1beta1.CommunityValue{"64512:100"},

@@ -471,7 +471,7 @@ func TestBenchBGPPingFailover(t *testing.T) {
 			t.Fatalf("run %d: %v", i, err)
 		}
 		time.Sleep(time.Second)
-		_, _, window := p.stop()
+		_, _, window := p.Stop()
 		if window == 0 || window > 3*time.Second {
 			t.Fatalf("run %d: lost-ping window %s crashing %s, the node the flow was routed to", i, window, node)
 		}

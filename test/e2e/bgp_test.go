@@ -200,7 +200,7 @@ func TestBGPEndToEnd(t *testing.T) {
 		checks++
 	}
 	thaw()
-	if sent, lost, _ := pings.stop(); lost > 0 || sent < int(*bgpOutage/(20*time.Millisecond)) {
+	if sent, lost, _ := pings.Stop(); lost > 0 || sent < int(*bgpOutage/(20*time.Millisecond)) {
 		t.Errorf("during the API outage %d of %d pings from behind the router were lost", lost, sent)
 	} else {
 		logRecord(t, "API server frozen %s (SIGSTOP): the router had the 3 next hops in all %d checks of its RIB; %d pings 10 ms apart from a client behind the router, none lost", *bgpOutage, checks, sent)

@@ -6,9 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
-	"sort"
 	"testing"
 	"time"
+
+	"github.com/ironlb/ironlb/test/mdreport"
 )
 
 var failoverRuns = flag.Int("failover-runs", 20, "crash failovers to measure")
@@ -120,10 +121,7 @@ func (cl *cluster) stableOwner(ip netip.Addr) string {
 }
 
 func report(t *testing.T, what string, samples []time.Duration, extra string) {
-	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
-	p := func(q float64) time.Duration { return samples[int(q*float64(len(samples)-1)+0.5)] }
-	msg := fmt.Sprintf("%s, %d runs: p50 %s, p90 %s, p99 %s, max %s%s",
-		what, len(samples), p(.5).Round(time.Microsecond), p(.9).Round(time.Microsecond), p(.99).Round(time.Microsecond), samples[len(samples)-1].Round(time.Microsecond), extra)
+	msg := fmt.Sprintf("%s, %d runs: %s%s", what, len(samples), mdreport.Percentiles(samples), extra)
 	t.Log(msg)
 	fmt.Println(msg)
 	record(t, msg)
@@ -145,7 +143,7 @@ func TestBenchPingFailover(t *testing.T) {
 			t.Fatalf("run %d: %v", i, err)
 		}
 		time.Sleep(1500 * time.Millisecond)
-		_, _, window := p.stop()
+		_, _, window := p.Stop()
 		if window == 0 || window > 2*time.Second {
 			t.Fatalf("run %d: lost-ping window %s", i, window)
 		}

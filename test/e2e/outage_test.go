@@ -79,7 +79,7 @@ func TestAPIServerOutage(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	logRecord(t, "API server frozen %s (SIGSTOP): %d ARP checks in its first %s, always answered by %s", *outage, checks, half, owner)
-	if sent, lost, _ := pings.stop(); lost > 0 || sent < int(half/(20*time.Millisecond)) {
+	if sent, lost, _ := pings.Stop(); lost > 0 || sent < int(half/(20*time.Millisecond)) {
 		t.Errorf("during the API outage %d of %d pings were lost", lost, sent)
 	} else {
 		logRecord(t, "%d pings 10 ms apart from the client during the first %s of the outage, none lost", sent, half)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -106,4 +107,16 @@ func ReadProc(pid int) (Proc, error) {
 		}
 	}
 	return p, nil
+}
+
+// Percentiles summarizes durations as "p50 …, p90 …, p99 …, max …"
+// (nearest rank on the sorted samples), the form every report line uses.
+func Percentiles(samples []time.Duration) string {
+	if len(samples) == 0 {
+		return "no samples"
+	}
+	s := slices.Clone(samples)
+	slices.Sort(s)
+	p := func(q float64) time.Duration { return s[int(q*float64(len(s)-1)+0.5)].Round(time.Microsecond) }
+	return fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s", p(.5), p(.9), p(.99), s[len(s)-1].Round(time.Microsecond))
 }
