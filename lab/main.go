@@ -92,6 +92,8 @@ func run(oneshot bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	record := filepath.Join(dir, "lab.json") // written once the lab is up
+	_ = os.Remove(record)                    // a killed lab's
 
 	step("building the LAN: %s on a bridge, addresses 198.18.0.0/24 and 2001:db8:18::/64; client2 behind the router on 203.0.113.0/30", strings.Join(append(nodes, "client", "router"), ", "))
 	lab, err := netlab.New(nsPrefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client", "router")...)
@@ -274,7 +276,6 @@ func run(oneshot bool) error {
 	for n, h := range lab.Hosts {
 		hosts[n] = h
 	}
-	record := filepath.Join(dir, "lab.json")
 	if err := (&labkit.Lab{Hosts: hosts, Nodes: nodes, LAN: vips["web"], Routed: vips["web-bgp"], FRRDir: router.Dir}).Save(record); err != nil {
 		return err
 	}

@@ -61,6 +61,18 @@ func Start(ns, dir, conf string) (*Router, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	// A directory used before (the lab's bin/lab/frr) holds the last
+	// run's sockets: a stale zserv.api made the clients start before
+	// zebra listened and back off for 10 s, so bfdd missed bgpd's BFD
+	// sessions in every other lab. Its logs would mislead, too.
+	for _, pattern := range []string{"*.api", "*.vty", "*.sock", "*.pid", "*.log", "*.out"} {
+		old, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, f := range old {
+			if err := os.Remove(f); err != nil {
+				return nil, fmt.Errorf("remove the last run's %s: %w", f, err)
+			}
+		}
+	}
 	r := &Router{NS: ns, Dir: dir, done: map[string]chan struct{}{}, cmds: map[string]*exec.Cmd{}}
 	base := "log file " + filepath.Join(dir, "%s.log") + " informational\nlog timestamp precision 3\n"
 	for _, d := range daemons {
@@ -81,6 +93,14 @@ func Start(ns, dir, conf string) (*Router, error) {
 		if err := r.startDaemon(d); err != nil {
 			r.Close()
 			return nil, err
+		}
+		if d == "bfdd" {
+			// bgpd's BFD sessions reach bfdd through zebra: bfdd must
+			// be zebra's client before bgpd registers them.
+			if err := r.waitZebraClient("bfd"); err != nil {
+				r.Close()
+				return nil, err
+			}
 		}
 	}
 	deadline := time.Now().Add(15 * time.Second)
@@ -175,6 +195,21 @@ func (r *Router) startDaemon(d string) error {
 		return fmt.Errorf("FRR zebra in %s: no socket %s after 5s", r.NS, sock)
 	}
 	return nil
+}
+
+// waitZebraClient waits until zebra lists a client of the protocol.
+func (r *Router) waitZebraClient(proto string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := r.vtysh("zebra", "show zebra client summary")
+		if err == nil && strings.Contains(string(out), proto) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("FRR in %s: %s is no client of zebra after 15s (%v):\n%s%s", r.NS, proto, err, out, r.Logs())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 func (r *Router) exited(d string) bool {
