@@ -76,8 +76,15 @@ func TestLab(t *testing.T) {
 	done := false
 	t.Cleanup(func() {
 		if !done {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
+			// Ctrl-C first: the lab runs in its own process group and
+			// stops its API server and etcd only when it tears down.
+			_, _ = tty.Write([]byte{3})
+			select {
+			case <-exited:
+			case <-time.After(time.Minute):
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				<-exited
+			}
 			t.Logf("make lab output:\n%s", out.String())
 		}
 		tty.Close()

@@ -82,7 +82,8 @@ func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) 
 
 func run(oneshot bool) error {
 	start := time.Now()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a closed terminal tears the lab down like Ctrl-C does.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	root, err := apiserver.Root()
 	if err != nil {
@@ -272,11 +273,7 @@ func run(oneshot bool) error {
 	if oneshot {
 		return nil
 	}
-	hosts := map[string]*netlab.Host{"client2": client2}
-	for n, h := range lab.Hosts {
-		hosts[n] = h
-	}
-	if err := (&labkit.Lab{Hosts: hosts, Nodes: nodes, LAN: vips["web"], Routed: vips["web-bgp"], FRRDir: router.Dir}).Save(record); err != nil {
+	if err := (&labkit.Lab{Hosts: lab.Hosts, Nodes: nodes, LAN: vips["web"], Routed: vips["web-bgp"], FRRDir: router.Dir}).Save(record); err != nil {
 		return err
 	}
 	defer os.Remove(record)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/test/frr"
+	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
 )
 
@@ -486,33 +486,15 @@ func TestBenchBGPPingFailover(t *testing.T) {
 // the kernel's multipath choice for that flow (hash of the addresses).
 func (cl *cluster) flowNode(from *netlab.Host, ip netip.Addr) string {
 	cl.t.Helper()
-	rtr := cl.lab.Hosts["router"]
-	out, err := rtr.In("ip", "-o", "route", "get", from.IPv4.Addr().String())
+	via, err := labkit.RoutedVia(cl.lab.Hosts["router"], from.IPv4.Addr(), ip)
 	if err != nil {
 		cl.t.Fatal(err)
 	}
-	dev := field(out, "dev")
-	out, err = rtr.In("ip", "-o", "route", "get", ip.String(), "from", from.IPv4.Addr().String(), "iif", dev)
-	if err != nil {
-		cl.t.Fatal(err)
-	}
-	via := field(out, "via")
 	for n := range cl.speakers {
-		if cl.lab.Hosts[n].IPv4.Addr().String() == via {
+		if cl.lab.Hosts[n].IPv4.Addr() == via {
 			return n
 		}
 	}
-	cl.t.Fatalf("the router forwards %s's flow to %s via %q, not a node (%s)", from.Name, ip, via, out)
-	return ""
-}
-
-// field returns the word after key in an `ip -o` line.
-func field(line, key string) string {
-	f := strings.Fields(line)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == key {
-			return f[i+1]
-		}
-	}
+	cl.t.Fatalf("the router forwards %s's flow to %s via %s, not a node", from.Name, ip, via)
 	return ""
 }

@@ -195,12 +195,7 @@ func clientARP[T any](cl *cluster, fn func(c *arp.Client, ifi *net.Interface) (T
 
 // resolve asks for ip's MAC from the client host, like a router would.
 func (cl *cluster) resolve(ip netip.Addr, timeout time.Duration) (net.HardwareAddr, error) {
-	return clientARP(cl, func(c *arp.Client, _ *net.Interface) (net.HardwareAddr, error) {
-		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
-			return nil, err
-		}
-		return c.Resolve(ip)
-	})
+	return labkit.Resolve(cl.lab.Hosts["client"], ip, timeout)
 }
 
 // owner returns the node whose MAC answers for ip.

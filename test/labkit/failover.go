@@ -88,11 +88,10 @@ func (l *Lab) nodeOf(a netip.Addr) (string, bool) {
 	return "", false
 }
 
-// L2Owner returns the node whose MAC answers the LAN client's ARP request
-// for the LAN address.
-func (l *Lab) L2Owner() (string, error) {
-	mac, err := netlab.InNS(l.Hosts["client"].Name, func() (net.HardwareAddr, error) {
-		ifi, err := net.InterfaceByName(l.Hosts["client"].Link)
+// Resolve asks for ip's MAC from host's LAN link, as a router would.
+func Resolve(host *netlab.Host, ip netip.Addr, timeout time.Duration) (net.HardwareAddr, error) {
+	return netlab.InNS(host.Name, func() (net.HardwareAddr, error) {
+		ifi, err := net.InterfaceByName(host.Link)
 		if err != nil {
 			return nil, err
 		}
@@ -101,11 +100,17 @@ func (l *Lab) L2Owner() (string, error) {
 			return nil, err
 		}
 		defer c.Close()
-		if err := c.SetDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
+		if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
 			return nil, err
 		}
-		return c.Resolve(l.LAN)
+		return c.Resolve(ip)
 	})
+}
+
+// L2Owner returns the node whose MAC answers the LAN client's ARP request
+// for the LAN address.
+func (l *Lab) L2Owner() (string, error) {
+	mac, err := Resolve(l.Hosts["client"], l.LAN, 300*time.Millisecond)
 	if err != nil {
 		return "", fmt.Errorf("ARP for %s from client: %w", l.LAN, err)
 	}
@@ -117,22 +122,32 @@ func (l *Lab) L2Owner() (string, error) {
 	return "", fmt.Errorf("MAC %s, not a node's, answers for %s", mac, l.LAN)
 }
 
-// FlowNode returns the node the router forwards client2's packets to the
-// routed address to: the kernel's multipath choice for that flow.
-func (l *Lab) FlowNode() (string, error) {
-	rtr, from := l.Hosts["router"], l.Hosts["client2"].IPv4.Addr().String()
-	out, err := rtr.In("ip", "-o", "route", "get", from)
+// RoutedVia returns the gateway router forwards from's packets to dst
+// to: for a multipath route, the kernel's choice for that flow (a hash of
+// the addresses).
+func RoutedVia(router *netlab.Host, from, dst netip.Addr) (netip.Addr, error) {
+	out, err := router.In("ip", "-o", "route", "get", from.String())
 	if err != nil {
-		return "", err
+		return netip.Addr{}, err
 	}
 	dev := wordAfter(out, "dev")
-	out, err = rtr.In("ip", "-o", "route", "get", l.Routed.String(), "from", from, "iif", dev)
+	out, err = router.In("ip", "-o", "route", "get", dst.String(), "from", from.String(), "iif", dev)
 	if err != nil {
-		return "", err
+		return netip.Addr{}, err
 	}
 	via, err := netip.ParseAddr(wordAfter(out, "via"))
 	if err != nil {
-		return "", fmt.Errorf("the router forwards client2's flow to %s through no gateway: %s", l.Routed, strings.TrimSpace(out))
+		return netip.Addr{}, fmt.Errorf("%s forwards %s's flow to %s through no gateway: %s", router.Name, from, dst, strings.TrimSpace(out))
+	}
+	return via, nil
+}
+
+// FlowNode returns the node the router forwards client2's packets to the
+// routed address to.
+func (l *Lab) FlowNode() (string, error) {
+	via, err := RoutedVia(l.Hosts["router"], l.Hosts["client2"].IPv4.Addr(), l.Routed)
+	if err != nil {
+		return "", err
 	}
 	n, ok := l.nodeOf(via)
 	if !ok {
