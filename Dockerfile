@@ -1,6 +1,8 @@
-# One image for both ironlb binaries. Build: `make image` (needs a Docker
-# engine; none runs on the project's CI machines, so CI builds the same
-# binaries with `make build` instead).
+# One image for both ironlb binaries, for users with Docker
+# (`docker build .`). `make image` builds the same image without a
+# container engine or a base image to pull (hack/tools/image); its
+# TestDockerfileAgrees and TestBuiltImage hold the two together: same user,
+# entrypoint, binary paths, build flags and distroless/static's files.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -26,7 +26,7 @@ lab-down:
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 
-.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-failover lab-down bench-lab all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
+.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-failover lab-down bench-lab image-push all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
 
 all: build
 
@@ -59,13 +59,15 @@ helm:
 
 vet:
 	$(GO) vet ./...
+	cd hack/tools/image && GOWORK=off $(GO) vet ./...
 	$(GO) vet -tags bench ./test/bench/ ./test/e2e/
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # test: everything CI runs. Builds the Kubernetes test binaries first.
-test: deps k8s-binaries helm lint build
+test: deps k8s-binaries helm lint build image
+	cd hack/tools/image && GOWORK=off $(GO) test -count=1 ./...
 	$(GO) test -count=1 -timeout 20m -v -run '^TestLab$$' ./lab
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/lab$$')
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 5000x ./ipam
@@ -107,9 +109,25 @@ bench-bgp: deps k8s-binaries build
 chaos: deps k8s-binaries build
 	$(GO) test -count=1 -timeout 40m -run '^(TestAPIServerOutage|TestBGPEndToEnd|TestControllerChaos)$$' -v ./test/e2e/ -args -outage=60s -bgp-outage=60s -controller-kills=20 -report=$(CURDIR)/docs/reliability.md
 
+# image: the container image without a container engine or a base image
+# to pull (hack/tools/image, go-containerregistry): static binaries for
+# each platform, an OCI layout in bin/image/oci and a docker archive per
+# platform. Reproducible: every time in it is the commit's.
 IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
+IMAGE_ARCHES := amd64 arm64
 image:
-	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	@test -r /etc/ssl/certs/ca-certificates.crt || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates)
+	for arch in $(IMAGE_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags '$(BUILD_TAGS)' -trimpath -ldflags '$(LDFLAGS)' -o bin/image/linux_$$arch/ ./cmd/... || exit 1; \
+	done
+	cd hack/tools/image && GOWORK=off $(GO) run -mod=readonly . -root $(CURDIR) -bin $(CURDIR)/bin/image -out $(CURDIR)/bin/image \
+		-tag $(IMAGE) -version $(VERSION) -revision $$(git rev-parse HEAD) -epoch $$(git log -1 --format=%ct)
+
+# image-push: the layout `make image` wrote, to REGISTRY (credentials from
+# docker/podman login).
+image-push: image
+	@test -n "$(REGISTRY)" || { echo "image-push: set REGISTRY, e.g. make image-push REGISTRY=registry.example/ironlb"; exit 1; }
+	cd hack/tools/image && GOWORK=off $(GO) run -mod=readonly . -out $(CURDIR)/bin/image -push $(REGISTRY)/ironlb:$(VERSION)
 
 clean:
 	rm -rf bin/
