@@ -48,10 +48,13 @@ k8s-binaries:
 # deps: the Debian tools the network tests and the lab drive (present on
 # the base image, installed if not). frr provides the routers the BGP tests
 # peer with (test/frr runs its daemons itself; the system service is never
-# started, and stopped if the package started it).
+# started, and stopped if the package started it); podman and runc run the
+# image (test/podman), ca-certificates is the bundle the image ships.
 deps:
-	@command -v ip >/dev/null && command -v pgrep >/dev/null && command -v sysctl >/dev/null && test -x /usr/lib/frr/bgpd || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 procps frr && \
+	@command -v ip >/dev/null && command -v pgrep >/dev/null && command -v sysctl >/dev/null && test -x /usr/lib/frr/bgpd && \
+	 command -v podman >/dev/null && command -v runc >/dev/null && test -r /etc/ssl/certs/ca-certificates.crt || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 procps frr ca-certificates && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc && \
 		 (service frr stop >/dev/null 2>&1; true))
 
 helm:
@@ -115,8 +118,7 @@ chaos: deps k8s-binaries build
 # platform. Reproducible: every time in it is the commit's.
 IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
 IMAGE_ARCHES := amd64 arm64
-image:
-	@test -r /etc/ssl/certs/ca-certificates.crt || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates)
+image: deps
 	for arch in $(IMAGE_ARCHES); do \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags '$(BUILD_TAGS)' -trimpath -ldflags '$(LDFLAGS)' -o bin/image/linux_$$arch/ ./cmd/... || exit 1; \
 	done
