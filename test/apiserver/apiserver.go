@@ -5,8 +5,10 @@ package apiserver
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -97,13 +99,18 @@ func Start(t testing.TB) *Env {
 }
 
 // New starts a control plane with the ironlb CRDs; the caller must Stop it.
-func New() (*Env, error) { return start(true) }
+func New() (*Env, error) { return start(true, "") }
 
 // NewBare starts a control plane without the ironlb CRDs (for tests that
 // install them the way an admin would).
-func NewBare() (*Env, error) { return start(false) }
+func NewBare() (*Env, error) { return start(false, "") }
 
-func start(withCRDs bool) (*Env, error) {
+// NewBareOn is NewBare with the API server serving on addr instead of
+// loopback (its certificate names addr), for clients in other network
+// namespaces, such as containers on a node's host network.
+func NewBareOn(addr string) (*Env, error) { return start(false, addr) }
+
+func start(withCRDs bool, addr string) (*Env, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -117,8 +124,18 @@ func start(withCRDs bool) (*Env, error) {
 		env.CRDDirectoryPaths = []string{filepath.Join(root, "charts", "ironlb", "crds")}
 		env.ErrorIfCRDPathMissing = true
 	}
-	env.ControlPlane.GetAPIServer().Configure().
-		Set("service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112")
+	api := env.ControlPlane.GetAPIServer()
+	if addr != "" {
+		// envtest picks a loopback port unless given both.
+		l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("serve the API server on %s: %w", addr, err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		api.SecureServing.Address, api.SecureServing.Port = addr, strconv.Itoa(port)
+	}
+	api.Configure().Set("service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112")
 	cfg, err := env.Start()
 	if err != nil {
 		// Start may fail after etcd and the API server are up (a CRD

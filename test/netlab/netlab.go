@@ -185,6 +185,25 @@ func (l *Lab) build(v4, v6 netip.Prefix, base int, names []string) error {
 	return nil
 }
 
+// AttachThisHost plugs this process's own network namespace into the LAN
+// with address addr, as a machine next to the nodes (a control-plane
+// host): a server here bound to addr is reachable from every host of the
+// lab. The link goes with the lab's bridge namespace on Close.
+func (l *Lab) AttachThisHost(addr netip.Prefix) error {
+	name := l.Prefix + "host"
+	for _, s := range [][]string{
+		{"ip", "link", "add", name, "type", "veth", "peer", "name", "uplink", "netns", l.bridge},
+		{"ip", "-n", l.bridge, "link", "set", "uplink", "master", "br0", "up"},
+		{"ip", "addr", "add", addr.String(), "dev", name},
+		{"ip", "link", "set", name, "up"},
+	} {
+		if _, err := Run(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // AddLink attaches one more interface of host (named name, up, with no
 // address) to the LAN, the way a second NIC or a late VLAN shows up on a
 // node, and returns its MAC.

@@ -45,16 +45,32 @@ func New(dir string) (*Podman, error) {
 	return &Podman{Dir: dir}, nil
 }
 
-// Run runs one podman command and returns its output.
-func (p *Podman) Run(args ...string) (string, error) {
+// command is podman on this store: cgroupfs (no systemd here), a file
+// event log, runtime files under Dir.
+func (p *Podman) command(args ...string) *exec.Cmd {
 	cmd := exec.Command("podman", append([]string{"--cgroup-manager=cgroupfs", "--events-backend=file", "--tmpdir", filepath.Join(p.Dir, "tmp")}, args...)...)
 	cmd.Env = append(os.Environ(), "CONTAINERS_STORAGE_CONF="+filepath.Join(p.Dir, "storage.conf"))
+	return cmd
+}
+
+// Run runs one podman command and returns its output.
+func (p *Podman) Run(args ...string) (string, error) {
+	cmd := p.command(args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		return out.String(), fmt.Errorf("podman %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// Logs returns the last n lines a container wrote, both streams.
+func (p *Podman) Logs(name string, n int) string {
+	out, err := p.command("logs", "--tail", strconv.Itoa(n), name).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%s(podman logs: %v)", out, err)
+	}
+	return string(out)
 }
 
 // Close removes every container and image of the store, and the store.
@@ -96,7 +112,8 @@ type Pod struct {
 // either translated or refused with an error naming it, so nothing the
 // chart sets is silently dropped.
 func RunArgs(spec corev1.PodSpec, c corev1.Container, p Pod) ([]string, error) {
-	args := []string{"--name", p.Name, "--network", p.Network, "--detach", "--pull", "never"}
+	// Output to a file, as the kubelet keeps it (no journald here).
+	args := []string{"--name", p.Name, "--network", p.Network, "--detach", "--pull", "never", "--log-driver", "k8s-file"}
 	for _, u := range p.Ulimits {
 		args = append(args, "--ulimit", u)
 	}
