@@ -2,22 +2,15 @@ package podman_test
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -95,8 +88,9 @@ type chart struct {
 	ctx   context.Context
 	pm    *podman.Podman
 	env   *apiserver.Env
+	cl    podman.Cluster
 	image string
-	objs  map[string]*unstructured.Unstructured // "Kind/name"
+	specs map[string]corev1.PodSpec // "Kind/name"
 }
 
 const ns = "ironlb-system"
@@ -116,13 +110,9 @@ func newChart(t *testing.T, addr string) *chart {
 		t.Fatal(err)
 	}
 	t.Cleanup(pm.Close)
-	out, err := pm.Run("load", "--input", archive)
+	image, err := pm.Load(archive)
 	if err != nil {
 		t.Fatal(err)
-	}
-	_, image, ok := strings.Cut(strings.TrimSpace(out), "Loaded image: ")
-	if !ok {
-		t.Fatalf("podman load said %q", out)
 	}
 	repo, tag := image[:strings.LastIndex(image, ":")], image[strings.LastIndex(image, ":")+1:]
 
@@ -145,109 +135,39 @@ func newChart(t *testing.T, addr string) *chart {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &chart{t: t, ctx: ctx, pm: pm, env: env, image: image, objs: map[string]*unstructured.Unstructured{}}
-	for _, o := range objs {
-		c.objs[o.GetKind()+"/"+o.GetName()] = o
+	specs, err := podman.PodSpecs(objs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return c
+	for key, spec := range specs {
+		if spec.Containers[0].Image != image {
+			t.Fatalf("%s's image is %q, want the loaded %q", key, spec.Containers[0].Image, image)
+		}
+	}
+	cl := podman.Cluster{Client: env.Client, Host: env.Config.Host, CA: env.Config.CAData,
+		Token: func(ctx context.Context, namespace, name string) (string, error) {
+			cfg, _, err := env.ServiceAccount(ctx, namespace, name)
+			if err != nil {
+				return "", err
+			}
+			return cfg.BearerToken, nil
+		}}
+	return &chart{t: t, ctx: ctx, pm: pm, env: env, cl: cl, image: image, specs: specs}
 }
 
-// podSpec returns the pod template of a rendered workload.
-func (c *chart) podSpec(key string, into runtime.Object) corev1.PodSpec {
+// run starts the first container of a rendered workload as its kubelet
+// would and returns the time to its readiness.
+func (c *chart) run(key string, pod podman.Pod, probe podman.Getter) time.Duration {
 	c.t.Helper()
-	o, ok := c.objs[key]
+	spec, ok := c.specs[key]
 	if !ok {
 		c.t.Fatalf("the chart renders no %s", key)
 	}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, into); err != nil {
-		c.t.Fatal(err)
-	}
-	var spec corev1.PodSpec
-	switch w := into.(type) {
-	case *appsv1.Deployment:
-		spec = w.Spec.Template.Spec
-	case *appsv1.DaemonSet:
-		spec = w.Spec.Template.Spec
-	}
-	if spec.Containers[0].Image != c.image {
-		c.t.Fatalf("%s's image is %q, want the loaded %q", key, spec.Containers[0].Image, c.image)
-	}
-	return spec
-}
-
-// tokenDir writes the token, CA and namespace the kubelet would mount for
-// the pod's ServiceAccount, readable by any user.
-func (c *chart) tokenDir(sa string) string {
-	c.t.Helper()
-	cfg, _, err := c.env.ServiceAccount(c.ctx, ns, sa)
+	ready, err := c.pm.RunPod(c.ctx, c.cl, ns, spec, pod, probe)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	dir := filepath.Join(c.t.TempDir(), "sa")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		c.t.Fatal(err)
-	}
-	for f, data := range map[string][]byte{"token": []byte(cfg.BearerToken), "ca.crt": c.env.Config.CAData, "namespace": []byte(ns)} {
-		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
-			c.t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// kubeletEnv is what the kubelet adds: where the API server is.
-func (c *chart) kubeletEnv() map[string]string {
-	host, err := url.Parse(c.env.Config.Host)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return map[string]string{"KUBERNETES_SERVICE_HOST": host.Hostname(), "KUBERNETES_SERVICE_PORT": host.Port()}
-}
-
-// ulimits: runc cannot set podman's defaults inside this VM.
-var ulimits = []string{"nofile=20000:20000", "nproc=4096:4096"}
-
-// run starts the pod's first container and waits for its readiness probe
-// (fetched by get, from the pod's network), returning the time from
-// `podman run` to the first passing probe.
-func (c *chart) run(spec corev1.PodSpec, pod podman.Pod, get func(url string) (int, error)) time.Duration {
-	c.t.Helper()
-	ctr := spec.Containers[0]
-	args, err := podman.RunArgs(spec, ctr, pod)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Logf("podman run %s", strings.Join(args, " "))
-	start := time.Now()
-	if _, err := c.pm.Run(append([]string{"run"}, args...)...); err != nil {
-		c.t.Fatal(err)
-	}
-	probe := ctr.ReadinessProbe.HTTPGet
-	port := probe.Port.IntValue()
-	if probe.Port.Type == intstr.String {
-		for _, p := range ctr.Ports {
-			if p.Name == probe.Port.StrVal {
-				port = int(p.ContainerPort)
-			}
-		}
-	}
-	readyURL := fmt.Sprintf("http://127.0.0.1:%d%s", port, probe.Path)
-	for {
-		code, err := get(readyURL)
-		if err == nil && code == http.StatusOK {
-			return time.Since(start)
-		}
-		if time.Since(start) > time.Minute {
-			c.t.Fatalf("%s: readiness probe %s not passing a minute after start (%d, %v); container log:\n%s", pod.Name, readyURL, code, err, c.logs(pod.Name))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// logs returns the container's state and the last lines of its output.
-func (c *chart) logs(name string) string {
-	state, err := c.pm.Run("inspect", "--format", "{{.State.Status}} exit {{.State.ExitCode}} {{.State.Error}}", name)
-	return fmt.Sprintf("%s%v\n%s", state, err, c.pm.Logs(name, 30))
+	return ready
 }
 
 // checkRunning holds a container to what the chart asked for.
@@ -255,42 +175,15 @@ func (c *chart) checkRunning(name, want string) {
 	c.t.Helper()
 	state, err := c.pm.Run("inspect", "--format", "{{.State.Status}} {{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.EffectiveCaps}}", name)
 	if err != nil || strings.TrimSpace(state) != want {
-		c.t.Errorf("%s: state, user, read-only root, effective capabilities %q (%v), want %q; log:\n%s", name, state, err, want, c.logs(name))
+		c.t.Errorf("%s: state, user, read-only root, effective capabilities %q (%v), want %q; container:\n%s", name, state, err, want, c.pm.Describe(name))
 	}
-}
-
-func httpGet(url string) (int, error) { return get(http.DefaultClient, url) }
-
-func get(c *http.Client, url string) (int, error) {
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-// inNS fetches from inside a network namespace, as a kubelet on a
-// hostNetwork pod's node probes it: each connection is dialled there.
-func inNS(name string) func(url string) (int, error) {
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return netlab.InNS(name, func() (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, network, addr) })
-		}}}
-	return func(url string) (int, error) { return get(c, url) }
 }
 
 // startController runs the chart's controller Deployment on this
 // machine's network (it is no hostNetwork pod, but the API server is on
 // this machine).
 func (c *chart) startController() time.Duration {
-	spec := c.podSpec("Deployment/ironlb-controller", &appsv1.Deployment{})
-	ready := c.run(spec, podman.Pod{
-		Name: "ironlb-controller", Network: "host",
-		Fields:  map[string]string{"metadata.namespace": ns},
-		Volumes: map[string]string{podman.ServiceAccountVolume: c.tokenDir(spec.ServiceAccountName)},
-		Env:     c.kubeletEnv(), Ulimits: ulimits,
-	}, httpGet)
+	ready := c.run("Deployment/ironlb-controller", podman.Pod{Name: "ironlb-controller", Network: "host"}, podman.HTTPGet)
 	c.checkRunning("ironlb-controller", "running 65532:65532 true []")
 	return ready
 }
@@ -314,7 +207,7 @@ func TestControllerFromChart(t *testing.T) {
 	}
 	ip, err := labkit.WaitIP(c.ctx, c.env.Client, "default", "web", 30*time.Second)
 	if err != nil {
-		t.Fatalf("%v; container log:\n%s", err, c.logs("ironlb-controller"))
+		t.Fatalf("%v; container:\n%s", err, c.pm.Describe("ironlb-controller"))
 	}
 	t.Logf("controller container from the chart's spec: podman run -> readiness probe passing %s; default/web got %s", ready.Round(time.Millisecond), ip)
 }
@@ -353,38 +246,10 @@ func TestSpeakerFromChart(t *testing.T) {
 	}
 	c.startController()
 
-	spec := c.podSpec("DaemonSet/ironlb-speaker", &appsv1.DaemonSet{})
-	volumes := map[string]string{podman.ServiceAccountVolume: c.tokenDir(spec.ServiceAccountName)}
-	for _, v := range spec.Volumes {
-		if v.Secret == nil {
-			t.Fatalf("speaker volume %s: only Secret volumes are translated", v.Name)
-		}
-		var sec corev1.Secret
-		if err := c.env.Client.Get(c.ctx, client.ObjectKey{Namespace: ns, Name: v.Secret.SecretName}, &sec); err != nil {
-			t.Fatal(err)
-		}
-		dir := filepath.Join(t.TempDir(), v.Name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		mode := os.FileMode(0o644)
-		if v.Secret.DefaultMode != nil {
-			mode = os.FileMode(*v.Secret.DefaultMode)
-		}
-		for k, data := range sec.Data {
-			if err := os.WriteFile(filepath.Join(dir, k), data, mode); err != nil {
-				t.Fatal(err)
-			}
-		}
-		volumes[v.Name] = dir
-	}
 	for _, n := range nodes {
 		h := lab.Hosts[n]
-		ready := c.run(spec, podman.Pod{
-			Name: "ironlb-speaker-" + n, Network: "ns:/run/netns/" + h.Name,
-			Fields:  map[string]string{"metadata.namespace": ns, "spec.nodeName": n},
-			Volumes: volumes, Env: c.kubeletEnv(), Ulimits: ulimits,
-		}, inNS(h.Name))
+		ready := c.run("DaemonSet/ironlb-speaker", podman.Pod{Name: "ironlb-speaker-" + n, Network: "ns:/run/netns/" + h.Name,
+			Fields: map[string]string{"spec.nodeName": n}}, podman.GetInNS(h.Name))
 		t.Logf("speaker container on %s: podman run -> readiness probe passing %s", n, ready.Round(time.Millisecond))
 		c.checkRunning("ironlb-speaker-"+n, "running 0 true [CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_NET_RAW]")
 	}
@@ -415,7 +280,7 @@ func TestSpeakerFromChart(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the LAN client cannot reach %s: %v; speaker logs:\n%s\n%s", vip, err, c.logs("ironlb-speaker-node1"), c.logs("ironlb-speaker-node2"))
+			t.Fatalf("the LAN client cannot reach %s: %v; speakers:\n%s\n%s", vip, err, c.pm.Describe("ironlb-speaker-node1"), c.pm.Describe("ironlb-speaker-node2"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
