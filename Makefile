@@ -12,7 +12,9 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BUILD_TAGS := grpcnotrace
 export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s
 
-lab: deps k8s-binaries helm build
+# lab: the chart's pods from the image in podman (lab -processes: the
+# binaries as host processes instead).
+lab: deps k8s-binaries helm build image
 	$(GO) run ./lab
 
 # lab-failover: in a second shell while `make lab` runs: cut the link of
@@ -72,6 +74,7 @@ lint: vet
 test: deps k8s-binaries helm lint build image
 	cd hack/tools/image && GOWORK=off $(GO) test -count=1 ./...
 	$(GO) test -count=1 -timeout 20m -v -run '^TestLab$$' ./lab
+	$(GO) run ./lab -oneshot -processes
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/lab$$')
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 5000x ./ipam
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzARPPacket -fuzztime 100000x ./l2

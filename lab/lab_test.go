@@ -99,7 +99,8 @@ func TestLab(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the lab is not up after 15 minutes")
 	}
-	for _, want := range []string{"a BGPPeer with BFDProfile fast", "one eBGP neighbor with BFD per node", "make lab-failover"} {
+	for _, want := range []string{"a BGPPeer with BFDProfile fast", "one eBGP neighbor with BFD per node", "make lab-failover",
+		"the controller runs from the image with the chart's Deployment pod spec", "the speaker on node3 runs from the image"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the lab's output lacks %q", want)
 		}

@@ -18,12 +18,15 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -34,6 +37,7 @@ import (
 	"github.com/ironlb/ironlb/test/frr"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
+	"github.com/ironlb/ironlb/test/podman"
 )
 
 const (
@@ -49,10 +53,14 @@ var nodes = []string{"node1", "node2", "node3"}
 func main() {
 	oneshot := flag.Bool("oneshot", false, "tear down as soon as the client reached the Service (for tests)")
 	down := flag.Bool("down", false, "only remove leftovers of an earlier lab")
+	processes := flag.Bool("processes", false, "run the controller and speakers as host processes, not the chart's pods from the image in podman")
 	failover := flag.Bool("failover", false, "start no lab: cut node links in the running one and print each client's outage")
 	runs := flag.Int("runs", 1, "with -failover: how many times")
 	flag.Parse()
 	if *down {
+		if root, err := apiserver.Root(); err == nil {
+			removeContainers(filepath.Join(root, "bin", "lab", "podman"))
+		}
 		netlab.Cleanup(nsPrefix)
 		return
 	}
@@ -69,7 +77,7 @@ func main() {
 	}
 	netlab.Cleanup(nsPrefix) // leftovers of a killed run
 	restoreTTY := foreground()
-	err := run(*oneshot)
+	err := run(*oneshot, !*processes)
 	netlab.Cleanup(nsPrefix)
 	restoreTTY()
 	if err != nil {
@@ -80,7 +88,12 @@ func main() {
 
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
-func run(oneshot bool) error {
+// apiAddr is where the API server serves when the pods run from the
+// image: on the LAN, as a control-plane host next to the nodes, so that
+// speakers on the nodes' host networks reach it.
+var apiAddr = netip.MustParsePrefix("198.18.0.250/24")
+
+func run(oneshot, fromImage bool) error {
 	start := time.Now()
 	// SIGHUP too: a closed terminal tears the lab down like Ctrl-C does.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -122,8 +135,40 @@ func run(oneshot bool) error {
 	}
 	defer router.Close()
 
+	var pm *podman.Podman
+	image := ""
+	if fromImage {
+		archive := filepath.Join(root, "bin", "image", "ironlb-linux-"+goruntime.GOARCH+".tar")
+		if err := podman.Check(); err != nil {
+			return fmt.Errorf("%w (or run the lab with -processes)", err)
+		}
+		if _, err := os.Stat(archive); err != nil {
+			return fmt.Errorf("%w: run `make image` (`make lab` does), or the lab with -processes", err)
+		}
+		store := filepath.Join(dir, "podman")
+		removeContainers(store) // a killed lab's
+		if err := os.MkdirAll(store, 0o755); err != nil {
+			return err
+		}
+		if pm, err = podman.New(store); err != nil {
+			return err
+		}
+		defer pm.Close()
+		step("loading the image %s into podman (store %s)", archive, store)
+		if image, err = pm.Load(archive); err != nil {
+			return err
+		}
+		if err := lab.AttachThisHost(apiAddr); err != nil {
+			return err
+		}
+	}
 	step("starting kube-apiserver and etcd (bin/k8s)")
-	env, err := apiserver.NewBare()
+	var env *apiserver.Env
+	if fromImage {
+		env, err = apiserver.NewBareOn(apiAddr.Addr().String())
+	} else {
+		env, err = apiserver.NewBare()
+	}
 	if err != nil {
 		return err
 	}
@@ -141,80 +186,39 @@ func run(oneshot bool) error {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: labNamespace}}); err != nil {
 		return err
 	}
-	manifest, err := apiserver.Helm("template", "ironlb", "charts/ironlb", "--namespace", labNamespace, "--include-crds")
+	helmArgs := []string{"template", "ironlb", "charts/ironlb", "--namespace", labNamespace, "--include-crds"}
+	if fromImage {
+		i := strings.LastIndex(image, ":")
+		helmArgs = append(helmArgs, "--set", "image.repository="+image[:i], "--set", "image.tag="+image[i+1:])
+	}
+	manifest, err := apiserver.Helm(helmArgs...)
 	if err != nil {
 		return err
 	}
-	if _, err := apiserver.Apply(ctx, c, manifest); err != nil {
+	objs, err := apiserver.Apply(ctx, c, manifest)
+	if err != nil {
 		return err
 	}
 	if err := waitCRDs(ctx, env); err != nil {
 		return err
 	}
-	var key corev1.Secret
-	if err := c.Get(ctx, types.NamespacedName{Namespace: labNamespace, Name: "ironlb-mesh-key"}, &key); err != nil {
-		return err
-	}
-	keyFile := filepath.Join(dir, "mesh.key")
-	if err := os.WriteFile(keyFile, key.Data["key"], 0o600); err != nil {
-		return err
-	}
-	// Each component runs with its ServiceAccount's token: exactly the
-	// permissions the chart grants it.
-	saKubeconfig := func(sa string) (string, error) {
-		_, data, err := env.ServiceAccount(ctx, labNamespace, sa)
-		if err != nil {
-			return "", err
-		}
-		path := filepath.Join(dir, sa+".kubeconfig")
-		return path, os.WriteFile(path, data, 0o600)
-	}
-
 	for _, n := range nodes {
 		if err := labkit.CreateNode(ctx, c, n, lab.Hosts[n]); err != nil {
 			return err
 		}
 	}
-	step("starting the controller as ServiceAccount %s/ironlb-controller", labNamespace)
-	ctrlKubeconfig, err := saKubeconfig("ironlb-controller")
-	if err != nil {
-		return err
-	}
-	ctrlLog, err := os.Create(filepath.Join(dir, "controller.log"))
-	if err != nil {
-		return err
-	}
-	defer ctrlLog.Close()
-	cmd := exec.Command(filepath.Join(root, "bin", "controller"),
-		"--kubeconfig="+ctrlKubeconfig, "--leader-election-namespace="+labNamespace,
-		"--metrics-bind-address=0", "--health-probe-bind-address=0")
-	cmd.Stdout, cmd.Stderr = ctrlLog, ctrlLog
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start controller (run `make build` first): %w", err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
-
-	step("starting a speaker per node as ServiceAccount %s/ironlb-speaker", labNamespace)
-	spkKubeconfig, err := saKubeconfig("ironlb-speaker")
-	if err != nil {
-		return err
-	}
-	var speakers []*labkit.Speaker
-	defer func() {
-		for _, s := range speakers {
-			s.Stop()
+	logs := "Logs: " + dir
+	if fromImage {
+		if err := startPods(ctx, pm, env, objs, lab); err != nil {
+			return err
 		}
-	}()
-	for _, n := range nodes {
-		s, err := labkit.StartSpeaker(root, dir, n, lab.Hosts[n], spkKubeconfig, keyFile, "--namespace="+labNamespace)
+		logs = fmt.Sprintf("Logs: CONTAINERS_STORAGE_CONF=%s/storage.conf podman logs ironlb-controller (or ironlb-speaker-node1, ...); FRR: %s", pm.Dir, router.Dir)
+	} else {
+		stop, err := startProcesses(ctx, env, root, dir, lab)
+		defer stop()
 		if err != nil {
 			return err
 		}
-		speakers = append(speakers, s)
 	}
 
 	step("creating pools lan (layer 2) and routed (BGP), an L2Advertisement, a BGPPeer with BFDProfile fast and its password Secret, a BGPAdvertisement")
@@ -233,7 +237,7 @@ func run(oneshot bool) error {
 	for _, name := range []string{"web", "web-bgp"} {
 		vip, err := labkit.WaitIP(ctx, c, "default", name, 30*time.Second)
 		if err != nil {
-			return fmt.Errorf("%w; see %s", err, ctrlLog.Name())
+			return fmt.Errorf("%w; %s", err, logs)
 		}
 		vips[name] = vip
 		step("default/%s has EXTERNAL-IP %s (%.1fs after start)", name, vip, time.Since(start).Seconds())
@@ -251,7 +255,7 @@ func run(oneshot bool) error {
 		step("%s (%s) fetches http://%s/ over %s", r.from.Name, r.from.IPv4.Addr(), vip, r.how)
 		body, err := fetch(ctx, r.from, vip)
 		if err != nil {
-			return fmt.Errorf("%s cannot reach %s: %w (see %s/speaker-*.log and %s/frr)", r.from.Name, vip, err, dir, dir)
+			return fmt.Errorf("%s cannot reach %s: %w (%s)", r.from.Name, vip, err, logs)
 		}
 		step("reachable %.1fs after start; %s got: %s", time.Since(start).Seconds(), r.from.Name, strings.TrimSpace(body))
 	}
@@ -277,8 +281,8 @@ func run(oneshot bool) error {
 		return err
 	}
 	defer os.Remove(record)
-	fmt.Printf("\nThe lab is up. Try:\n  %s --kubeconfig=%s get svc,bgpnodestatus -A\n  ip netns exec %sclient curl http://%s/\n  ip netns exec %sclient2 curl http://%s/\n  vtysh --vty_socket %s -c 'show bgp summary'\n  make lab-failover    # in another shell: cut a node's link, print both clients' outage, restore it\nLogs: %s\nCtrl-C tears it down.\n",
-		kubectl, kubeconfig, nsPrefix, vips["web"], nsPrefix, vips["web-bgp"], router.Dir, dir)
+	fmt.Printf("\nThe lab is up. Try:\n  %s --kubeconfig=%s get svc,bgpnodestatus -A\n  ip netns exec %sclient curl http://%s/\n  ip netns exec %sclient2 curl http://%s/\n  vtysh --vty_socket %s -c 'show bgp summary'\n  make lab-failover    # in another shell: cut a node's link, print both clients' outage, restore it\n%s\nCtrl-C tears it down.\n",
+		kubectl, kubeconfig, nsPrefix, vips["web"], nsPrefix, vips["web-bgp"], router.Dir, logs)
 	<-ctx.Done()
 	// The teardown runs with signals still caught: a second Ctrl-C does
 	// not cut it short and leave namespaces behind.
@@ -310,6 +314,109 @@ func runFailover(runs int) error {
 		}
 	}
 	return nil
+}
+
+// startPods runs the chart's controller Deployment and speaker DaemonSet
+// from the image in podman, one speaker per node with the node's network
+// namespace as its host network, as a kubelet would run them.
+func startPods(ctx context.Context, pm *podman.Podman, env *apiserver.Env, objs []*unstructured.Unstructured, lab *netlab.Lab) error {
+	specs, err := podman.PodSpecs(objs)
+	if err != nil {
+		return err
+	}
+	cl := podman.Cluster{Client: env.Client, Host: env.Config.Host, CA: env.Config.CAData,
+		Token: func(ctx context.Context, namespace, name string) (string, error) {
+			cfg, _, err := env.ServiceAccount(ctx, namespace, name)
+			if err != nil {
+				return "", err
+			}
+			return cfg.BearerToken, nil
+		}}
+	ready, err := pm.RunPod(ctx, cl, labNamespace, specs["Deployment/ironlb-controller"], podman.Pod{Name: "ironlb-controller", Network: "host"}, podman.HTTPGet)
+	if err != nil {
+		return err
+	}
+	step("the controller runs from the image with the chart's Deployment pod spec (podman, ServiceAccount %s/ironlb-controller): ready in %s", labNamespace, ready.Round(time.Millisecond))
+	for _, n := range nodes {
+		h := lab.Hosts[n]
+		ready, err := pm.RunPod(ctx, cl, labNamespace, specs["DaemonSet/ironlb-speaker"],
+			podman.Pod{Name: "ironlb-speaker-" + n, Network: "ns:/run/netns/" + h.Name, Fields: map[string]string{"spec.nodeName": n}}, podman.GetInNS(h.Name))
+		if err != nil {
+			return err
+		}
+		step("the speaker on %s runs from the image with the chart's DaemonSet pod spec, on the node's network: ready in %s", n, ready.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// startProcesses runs the controller and one speaker per node as host
+// processes (lab -processes), each with its ServiceAccount's token:
+// exactly the permissions the chart grants it. stop ends them.
+func startProcesses(ctx context.Context, env *apiserver.Env, root, dir string, lab *netlab.Lab) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, f := range slices.Backward(stops) {
+			f()
+		}
+	}
+	var key corev1.Secret
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: labNamespace, Name: "ironlb-mesh-key"}, &key); err != nil {
+		return stop, err
+	}
+	keyFile := filepath.Join(dir, "mesh.key")
+	if err := os.WriteFile(keyFile, key.Data["key"], 0o600); err != nil {
+		return stop, err
+	}
+	saKubeconfig := func(sa string) (string, error) {
+		_, data, err := env.ServiceAccount(ctx, labNamespace, sa)
+		if err != nil {
+			return "", err
+		}
+		path := filepath.Join(dir, sa+".kubeconfig")
+		return path, os.WriteFile(path, data, 0o600)
+	}
+	step("starting the controller as ServiceAccount %s/ironlb-controller", labNamespace)
+	ctrlKubeconfig, err := saKubeconfig("ironlb-controller")
+	if err != nil {
+		return stop, err
+	}
+	ctrlLog, err := os.Create(filepath.Join(dir, "controller.log"))
+	if err != nil {
+		return stop, err
+	}
+	stops = append(stops, func() { ctrlLog.Close() })
+	cmd := exec.Command(filepath.Join(root, "bin", "controller"),
+		"--kubeconfig="+ctrlKubeconfig, "--leader-election-namespace="+labNamespace,
+		"--metrics-bind-address=0", "--health-probe-bind-address=0")
+	cmd.Stdout, cmd.Stderr = ctrlLog, ctrlLog
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return stop, fmt.Errorf("start controller (run `make build` first): %w", err)
+	}
+	stops = append(stops, func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	step("starting a speaker per node as ServiceAccount %s/ironlb-speaker", labNamespace)
+	spkKubeconfig, err := saKubeconfig("ironlb-speaker")
+	if err != nil {
+		return stop, err
+	}
+	for _, n := range nodes {
+		s, err := labkit.StartSpeaker(root, dir, n, lab.Hosts[n], spkKubeconfig, keyFile, "--namespace="+labNamespace)
+		if err != nil {
+			return stop, err
+		}
+		stops = append(stops, s.Stop)
+	}
+	return stop, nil
+}
+
+// removeContainers removes what a lab left in its podman store.
+func removeContainers(store string) {
+	if _, err := os.Stat(filepath.Join(store, "storage.conf")); err == nil {
+		(&podman.Podman{Dir: store}).Close()
+	}
 }
 
 // labConfig is the lab's ironlb configuration: a LAN pool announced in
