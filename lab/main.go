@@ -337,6 +337,7 @@ func startPods(ctx context.Context, pm *podman.Podman, env *apiserver.Env, objs 
 		return err
 	}
 	step("the controller runs from the image with the chart's Deployment pod spec (podman, ServiceAccount %s/ironlb-controller): ready in %s", labNamespace, ready.Round(time.Millisecond))
+	watched := map[string]string{"ironlb-controller": "Deployment/ironlb-controller container " + specs["Deployment/ironlb-controller"].Containers[0].Name}
 	for _, n := range nodes {
 		h := lab.Hosts[n]
 		ready, err := pm.RunPod(ctx, cl, labNamespace, specs["DaemonSet/ironlb-speaker"],
@@ -345,7 +346,11 @@ func startPods(ctx context.Context, pm *podman.Podman, env *apiserver.Env, objs 
 			return err
 		}
 		step("the speaker on %s runs from the image with the chart's DaemonSet pod spec, on the node's network: ready in %s", n, ready.Round(time.Millisecond))
+		watched["ironlb-speaker-"+n] = "DaemonSet/ironlb-speaker container " + specs["DaemonSet/ironlb-speaker"].Containers[0].Name
 	}
+	// A kubelet would restart a container that dies later; the lab says
+	// which one, from which chart field, and why, instead.
+	go pm.Watch(ctx, watched, time.Second, func(r string) { fmt.Fprintln(os.Stderr, "lab: "+r) })
 	return nil
 }
 

@@ -218,3 +218,31 @@ func writeFiles(dir string, files map[string][]byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// Watch reports, once each, the containers of names (container name →
+// where its spec came from, e.g. the chart's workload and container) that
+// stop running, with their state and last output, until ctx ends: a
+// kubelet would restart them, the lab shows why instead.
+func (p *Podman) Watch(ctx context.Context, names map[string]string, every time.Duration, report func(string)) {
+	reported := map[string]bool{}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for name, from := range names {
+			if reported[name] {
+				continue
+			}
+			state, err := p.Run("inspect", "--format", "{{.State.Status}}", name)
+			if state = strings.TrimSpace(state); err != nil || state == "running" || state == "created" {
+				continue
+			}
+			reported[name] = true
+			report(fmt.Sprintf("container %s (%s) is %s:\n%s", name, from, state, p.Describe(name)))
+		}
+	}
+}

@@ -285,3 +285,36 @@ func TestSpeakerFromChart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestWatchReportsExit: a container of the chart's controller spec with a
+// wrong argument exits at once; Watch reports it once, naming where its
+// spec came from, with the binary's own error.
+func TestWatchReportsExit(t *testing.T) {
+	c := newChart(t, "")
+	spec := c.specs["Deployment/ironlb-controller"]
+	spec.Containers[0].Args = append(spec.Containers[0].Args, "--no-such-flag")
+	args, err := podman.RunArgs(spec, spec.Containers[0], podman.Pod{Name: "broken", Network: "none", Ulimits: podman.Ulimits,
+		Fields: map[string]string{"metadata.namespace": ns}, Volumes: map[string]string{podman.ServiceAccountVolume: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.pm.Run(append([]string{"run"}, args...)...); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	reports := make(chan string, 4)
+	go c.pm.Watch(ctx, map[string]string{"broken": "Deployment/ironlb-controller container controller"}, 100*time.Millisecond, func(r string) { reports <- r })
+	select {
+	case r := <-reports:
+		if !strings.Contains(r, "Deployment/ironlb-controller container controller") || !strings.Contains(r, "is exited") || !strings.Contains(r, "exit 2") || !strings.Contains(r, "-kubeconfig") {
+			t.Errorf("report %q lacks the spec's origin, the state, the exit code or the binary's output (its usage)", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("no report of the exited container")
+	}
+	time.Sleep(500 * time.Millisecond)
+	if len(reports) > 0 {
+		t.Errorf("reported twice: %q", <-reports)
+	}
+}
