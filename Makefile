@@ -51,12 +51,16 @@ k8s-binaries:
 # the base image, installed if not). frr provides the routers the BGP tests
 # peer with (test/frr runs its daemons itself; the system service is never
 # started, and stopped if the package started it); podman and runc run the
-# image (test/podman), ca-certificates is the bundle the image ships.
+# image (test/podman), ca-certificates is the bundle the image ships;
+# nftables, iptables and conntrack are what kube-proxy drives, and
+# containernetworking-plugins the CNI (ptp, host-local) that plugs the
+# lab's pods into their nodes (test/datapath).
 deps:
 	@command -v ip >/dev/null && command -v pgrep >/dev/null && command -v sysctl >/dev/null && test -x /usr/lib/frr/bgpd && \
-	 command -v podman >/dev/null && command -v runc >/dev/null && test -r /etc/ssl/certs/ca-certificates.crt || \
+	 command -v podman >/dev/null && command -v runc >/dev/null && test -r /etc/ssl/certs/ca-certificates.crt && \
+	 command -v nft >/dev/null && command -v iptables-restore >/dev/null && command -v conntrack >/dev/null && test -x /usr/lib/cni/ptp || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 procps frr ca-certificates && \
-		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc nftables iptables conntrack containernetworking-plugins && \
 		 (service frr stop >/dev/null 2>&1; true))
 
 helm:

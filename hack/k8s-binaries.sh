@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Builds the real kube-apiserver, kubectl and etcd binaries used by
-# controller-runtime envtest from the Go module proxy (no release tarballs),
-# into bin/k8s/ at the repo root:
+# controller-runtime envtest, and the kube-proxy and kube-controller-manager
+# the lab and the e2e tests run for the real data path, from the Go module
+# proxy (no release tarballs), into bin/k8s/ at the repo root:
 #
 #   hack/k8s-binaries.sh [--force]
 #   KUBEBUILDER_ASSETS="$PWD/bin/k8s" go test ./...
 #
 # The sources come from two nested wrapper modules with committed go.sum
 # files, so builds are reproducible and never touch the main module:
-#   hack/tools/kube  -> cmd/kube-apiserver, cmd/kubectl  (k8s.io/kubernetes)
+#   hack/tools/kube  -> cmd/kube-apiserver, cmd/kubectl, cmd/kube-proxy,
+#                       cmd/kube-controller-manager      (k8s.io/kubernetes)
 #   hack/tools/etcd  -> etcd                             (go.etcd.io/etcd/server/v3)
 #
 # bin/k8s/VERSIONS records what was built; when the binaries exist and it
@@ -100,7 +102,7 @@ reuse_bin() {
   [[ "${FORCE}" != 1 && "${have}" == "${want}" && -x "${OUT}/${name}" ]]
 }
 
-# ---- kube-apiserver + kubectl -------------------------------------------------
+# ---- kube-apiserver, kubectl, kube-proxy, kube-controller-manager ------------
 kube_major="${KUBE_VERSION#v}"; kube_major="${kube_major%%.*}"
 kube_minor="${KUBE_VERSION#v*.}"; kube_minor="${kube_minor%%.*}"
 # Release date of the pinned module (from the local module cache), so the
@@ -115,7 +117,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 kube_todo=()
-for name in kube-apiserver kubectl; do
+kube_bins=(kube-apiserver kubectl kube-proxy kube-controller-manager)
+for name in "${kube_bins[@]}"; do
   if reuse_bin "${name}" "${rec_kube}" "${KUBE_VERSION}"; then
     echo "${name}: reused ${KUBE_VERSION} in 0.0s"
   else
@@ -139,7 +142,7 @@ else
   rec_etcd="${ETCD_VERSION}"; write_versions
 fi
 
-# ---- verify that the three binaries run and report the pinned versions ------
+# ---- verify that the binaries run and report the pinned versions ------------
 # check <expected substring> <command...>
 check() {
   local want="$1" out; shift
@@ -149,6 +152,8 @@ check() {
 }
 check "Kubernetes ${KUBE_VERSION}" "${OUT}/kube-apiserver" --version
 check "Client Version: ${KUBE_VERSION}" "${OUT}/kubectl" version --client
+check "Kubernetes ${KUBE_VERSION}" "${OUT}/kube-proxy" --version
+check "Kubernetes ${KUBE_VERSION}" "${OUT}/kube-controller-manager" --version
 check "etcd Version: ${ETCD_VERSION#v}" "${OUT}/etcd" --version
 
 echo "k8s-binaries: ok ($(cat "${OUT}/VERSIONS")); use KUBEBUILDER_ASSETS=${OUT}"

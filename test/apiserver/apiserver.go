@@ -21,6 +21,12 @@ import (
 	"github.com/ironlb/ironlb/config/v1beta1"
 )
 
+// The API server's Service (ClusterIP) ranges.
+const (
+	ServiceCIDRv4 = "10.96.0.0/16"
+	ServiceCIDRv6 = "fd00:10:96::/112"
+)
+
 // Env is a running API server.
 type Env struct {
 	Config *rest.Config
@@ -105,6 +111,11 @@ func New() (*Env, error) { return start(true, "") }
 // install them the way an admin would).
 func NewBare() (*Env, error) { return start(false, "") }
 
+// NewOn is New with the API server serving on addr instead of loopback
+// (its certificate names addr), for clients in other network namespaces,
+// such as the kube-proxies of the nodes (test/cluster).
+func NewOn(addr string) (*Env, error) { return start(true, addr) }
+
 // NewBareOn is NewBare with the API server serving on addr instead of
 // loopback (its certificate names addr), for clients in other network
 // namespaces, such as containers on a node's host network.
@@ -135,7 +146,7 @@ func start(withCRDs bool, addr string) (*Env, error) {
 		l.Close()
 		api.SecureServing.Address, api.SecureServing.Port = addr, strconv.Itoa(port)
 	}
-	api.Configure().Set("service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112")
+	api.Configure().Set("service-cluster-ip-range", ServiceCIDRv4+","+ServiceCIDRv6)
 	cfg, err := env.Start()
 	if err != nil {
 		// Start may fail after etcd and the API server are up (a CRD

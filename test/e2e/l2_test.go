@@ -28,6 +28,7 @@ import (
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/datapath"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
 )
@@ -44,6 +45,8 @@ type cluster struct {
 	speakers map[string]*labkit.Speaker
 	dir      string
 	ctx      context.Context
+	// dp is the real data path, in a bed with a proxy mode.
+	dp *datapath.Cluster
 }
 
 // runController runs the controller in this process until ctx ends.
@@ -65,7 +68,25 @@ func runController(ctx context.Context, t *testing.T, env *apiserver.Env) {
 	go func() { _ = mgr.Start(ctx) }()
 }
 
-func newCluster(t *testing.T, nodes ...string) *cluster {
+func newCluster(t *testing.T, nodes ...string) *cluster { return newBed(t, bed{}, nodes...) }
+
+// bed is how an e2e cluster differs from the default one.
+type bed struct {
+	// proxyMode, if set, runs the real data path (test/cluster):
+	// kube-controller-manager, a kube-proxy per node in this mode, and
+	// Pods on the nodes. The LAN is then dataPathLAN, with the API server
+	// on it, as kube-proxy on a node needs.
+	proxyMode string
+}
+
+// The data-path bed's LAN: not the default bed's 198.18.0.0/24, which
+// test/podman attaches to this host at the same time.
+var (
+	dataPathLAN = netip.MustParsePrefix("198.18.40.0/24")
+	dataPathAPI = netip.MustParsePrefix("198.18.40.250/24")
+)
+
+func newBed(t *testing.T, b bed, nodes ...string) *cluster {
 	t.Helper()
 	if err := netlab.Check(); err != nil {
 		t.Fatalf("e2e needs network namespaces: %v", err)
@@ -77,7 +98,11 @@ func newCluster(t *testing.T, nodes ...string) *cluster {
 		}
 	}
 	prefix := fmt.Sprintf("ilbe%d-", os.Getpid()%100000)
-	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client", "router")...)
+	lan, lan6 := netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64")
+	if b.proxyMode != "" {
+		lan, lan6 = dataPathLAN, netip.MustParsePrefix("2001:db8:40::/64")
+	}
+	lab, err := netlab.New(prefix, lan, lan6, 11, append(nodes, "client", "router")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,12 +111,26 @@ func newCluster(t *testing.T, nodes ...string) *cluster {
 			t.Error(err)
 		}
 	})
-	env := apiserver.Start(t)
+	var env *apiserver.Env
+	if b.proxyMode == "" {
+		env = apiserver.Start(t)
+	} else {
+		if err := lab.AttachThisHost(dataPathAPI); err != nil {
+			t.Fatal(err)
+		}
+		if env, err = apiserver.NewOn(dataPathAPI.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.Stop() })
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	cl := &cluster{t: t, env: env, c: env.Client, lab: lab, speakers: map[string]*labkit.Speaker{}, dir: t.TempDir(), ctx: ctx}
 	for _, n := range nodes {
 		cl.addNode(n)
+	}
+	if b.proxyMode != "" {
+		cl.startDataPath(b.proxyMode, nodes)
 	}
 	runController(ctx, t, env)
 	if err := os.WriteFile(filepath.Join(cl.dir, "kubeconfig"), env.KubeConfig(), 0o600); err != nil {

@@ -7,13 +7,17 @@ package netlab
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ironlb/ironlb/internal/netnsrun"
 )
@@ -314,3 +318,36 @@ func Cleanup(prefix string) {
 // InNS runs fn on a thread inside the named namespace; sockets fn opens
 // stay in that namespace.
 func InNS[T any](name string, fn func() (T, error)) (T, error) { return netnsrun.In(name, fn) }
+
+// AddNamespace makes an empty namespace (loopback up) that Close removes,
+// for a host wired by other means, such as a pod's namespace that a CNI
+// plugin plugs into its node.
+func (l *Lab) AddNamespace(name string) (*Host, error) {
+	h := &Host{Name: l.Prefix + name, Link: "eth0", parent: l}
+	if err := l.addNS(h.Name); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// RemoveNamespace removes a namespace the lab made, before Close.
+func (l *Lab) RemoveNamespace(h *Host) error {
+	i := slices.Index(l.made, h.Name)
+	if i < 0 {
+		return fmt.Errorf("namespace %s is not the lab's", h.Name)
+	}
+	if _, err := Run("ip", "netns", "del", h.Name); err != nil {
+		return err
+	}
+	l.made = slices.Delete(l.made, i, i+1)
+	return nil
+}
+
+// HTTPClient is an HTTP client whose connections are dialled inside the
+// host's namespace, as a process there would dial them.
+func (h *Host) HTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return InNS(h.Name, func() (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, network, addr) })
+		}}}
+}

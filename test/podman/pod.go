@@ -3,7 +3,6 @@ package podman
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -94,10 +93,7 @@ func get(c *http.Client, url string) (int, error) {
 // GetInNS probes from inside a network namespace, as the kubelet of a
 // hostNetwork pod's node does: each connection is dialled there.
 func GetInNS(name string) Getter {
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return netlab.InNS(name, func() (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, network, addr) })
-		}}}
+	c := (&netlab.Host{Name: name}).HTTPClient(0)
 	return func(url string) (int, error) { return get(c, url) }
 }
 

@@ -1,0 +1,455 @@
+// Package datapath turns a netlab LAN of node namespaces into a small real
+// Kubernetes data path, so traffic to an announced address lands where it
+// lands in a cluster: kube-controller-manager makes EndpointSlices from
+// Pods and gives every node a pod CIDR; one kube-proxy per node, inside the
+// node's namespace, programs Service forwarding (nftables or iptables);
+// routes between the nodes' pod CIDRs are the lab's "CNI" (host-gw); Pods
+// are namespaces plugged into their node by the real CNI ptp plugin, each
+// with a backend that answers with its pod, its node and the source
+// address it saw. No kubelet runs here (see docs/lab.md): a small one of
+// ours writes the Pod status a kubelet would, from the Pod's readiness
+// probe.
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/netlab"
+)
+
+// Proxy modes of kube-proxy.
+const (
+	NFTables = "nftables"
+	IPTables = "iptables"
+)
+
+// DefaultClusterCIDR is the pods' range when Config leaves it empty.
+var DefaultClusterCIDR = netip.MustParsePrefix("10.244.0.0/16")
+
+// Config says what to build on.
+type Config struct {
+	// Env is the API server; the nodes' kube-proxies dial Env.Config.Host,
+	// so it must serve on the LAN (apiserver.NewOn + Lab.AttachThisHost).
+	Env *apiserver.Env
+	Lab *netlab.Lab
+	// Nodes are the Lab's hosts that are nodes; their Node objects exist.
+	Nodes []string
+	// Dir holds kubeconfigs, configs, logs and the CNI's state.
+	Dir string
+	// ProxyMode is NFTables (the default) or IPTables.
+	ProxyMode string
+	// ClusterCIDR is the pods' range, a /24 per node; DefaultClusterCIDR
+	// if zero.
+	ClusterCIDR netip.Prefix
+	// ServiceCIDR is the API server's Service range (the default is
+	// apiserver's IPv4 one).
+	ServiceCIDR netip.Prefix
+}
+
+// Cluster is the running data path.
+type Cluster struct {
+	cfg      Config
+	c        client.Client
+	podCIDRs map[string]netip.Prefix
+	procs    []*proc
+	cancel   context.CancelFunc
+	kubelet  *kubelet
+
+	mu   sync.Mutex
+	pods map[string]*Pod // by namespace/name
+}
+
+// proc is a control-plane or node process we started.
+type proc struct {
+	name, log string
+	cmd       *exec.Cmd
+	done      chan struct{}
+}
+
+// Start runs kube-controller-manager, waits for every node's pod CIDR,
+// routes the pod CIDRs between nodes and runs a kube-proxy per node, until
+// every kube-proxy's healthz says it has programmed its rules. Close stops
+// it all; on error Start has already cleaned up.
+func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
+	if cfg.ProxyMode == "" {
+		cfg.ProxyMode = NFTables
+	}
+	if cfg.ProxyMode != NFTables && cfg.ProxyMode != IPTables {
+		return nil, fmt.Errorf("proxy mode %q: want %q or %q", cfg.ProxyMode, NFTables, IPTables)
+	}
+	if !cfg.ClusterCIDR.IsValid() {
+		cfg.ClusterCIDR = DefaultClusterCIDR
+	}
+	if !cfg.ServiceCIDR.IsValid() {
+		cfg.ServiceCIDR = netip.MustParsePrefix(apiserver.ServiceCIDRv4)
+	}
+	if err := check(cfg.ProxyMode); err != nil {
+		return nil, err
+	}
+	bin, err := binaries()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	cl := &Cluster{cfg: cfg, c: cfg.Env.Client, podCIDRs: map[string]netip.Prefix{}, cancel: cancel, pods: map[string]*Pod{}}
+	defer func() {
+		if err != nil {
+			cl.Close()
+		}
+	}()
+	if err := cl.grant(ctx); err != nil {
+		return nil, err
+	}
+	if err := cl.startControllerManager(ctx, bin); err != nil {
+		return nil, err
+	}
+	if err := cl.waitPodCIDRs(ctx, 30*time.Second); err != nil {
+		return nil, err
+	}
+	if err := cl.route(); err != nil {
+		return nil, err
+	}
+	for _, n := range cfg.Nodes {
+		if err := cl.startProxy(ctx, bin, n); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range cfg.Nodes {
+		if err := cl.waitProxy(ctx, n, 30*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	cl.kubelet = newKubelet(ctx, cl)
+	return cl, nil
+}
+
+// check names the missing Debian package of what the mode drives.
+func check(mode string) error {
+	tools := map[string]string{"nft": "nftables", "conntrack": "conntrack", "/usr/lib/cni/ptp": "containernetworking-plugins", "/usr/lib/cni/host-local": "containernetworking-plugins"}
+	if mode == IPTables {
+		tools = map[string]string{"iptables-restore": "iptables", "ip6tables-restore": "iptables", "conntrack": "conntrack", "/usr/lib/cni/ptp": "containernetworking-plugins"}
+	}
+	var missing []string
+	for tool, pkg := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (Debian package %s)", tool, pkg))
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("kube-proxy in %s mode and the lab's CNI need %s: run `make deps`", mode, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// binaries returns the folder holding kube-proxy and
+// kube-controller-manager, or which make target builds them.
+func binaries() (string, error) {
+	dir, err := apiserver.BinDir()
+	if err != nil {
+		return "", err
+	}
+	for _, b := range []string{"kube-proxy", "kube-controller-manager"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return "", fmt.Errorf("%s not found in %s: run `make k8s-binaries` (it builds it from source)", b, dir)
+		}
+	}
+	return dir, nil
+}
+
+// grant makes the identities the components run as, bound to the roles a
+// cluster gives them: kube-proxy to system:node-proxier, the controller
+// manager to system:kube-controller-manager (it then runs each controller
+// under that controller's own ServiceAccount, as kubeadm's does).
+func (cl *Cluster) grant(ctx context.Context) error {
+	for _, b := range []struct{ sa, role string }{
+		{"kube-proxy", "system:node-proxier"},
+		{"kube-controller-manager", "system:kube-controller-manager"},
+	} {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: b.sa}}
+		if err := cl.c.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("serviceaccount kube-system/%s: %w", b.sa, err)
+		}
+		crb := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "lab:" + b.sa},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: b.role},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: metav1.NamespaceSystem, Name: b.sa}},
+		}
+		if err := cl.c.Create(ctx, crb); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("clusterrolebinding %s: %w", crb.Name, err)
+		}
+	}
+	return nil
+}
+
+// kubeconfig writes a kubeconfig of ServiceAccount kube-system/sa.
+func (cl *Cluster) kubeconfig(ctx context.Context, sa string) (string, error) {
+	_, data, err := cl.cfg.Env.ServiceAccount(ctx, metav1.NamespaceSystem, sa)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(cl.cfg.Dir, sa+".kubeconfig")
+	return path, os.WriteFile(path, data, 0o600)
+}
+
+// startControllerManager runs the EndpointSlice and node IPAM controllers
+// (nothing else: no node lifecycle controller, which would taint nodes
+// whose kubelet never posts a heartbeat) on this machine, the control
+// plane host.
+func (cl *Cluster) startControllerManager(ctx context.Context, bin string) error {
+	kc, err := cl.kubeconfig(ctx, "kube-controller-manager")
+	if err != nil {
+		return err
+	}
+	return cl.run("kube-controller-manager", nil, filepath.Join(bin, "kube-controller-manager"),
+		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,
+		"--controllers=endpointslice-controller,node-ipam-controller",
+		"--use-service-account-credentials", "--leader-elect=false", "--secure-port=0",
+		"--allocate-node-cidrs", "--cluster-cidr="+cl.cfg.ClusterCIDR.String(), "--node-cidr-mask-size=24",
+		"--service-cluster-ip-range="+cl.cfg.ServiceCIDR.String(), "--v=2")
+}
+
+// run starts a process (inside namespace ns if not nil) logging to Dir.
+func (cl *Cluster) run(name string, ns *netlab.Host, path string, args ...string) error {
+	log, err := os.Create(filepath.Join(cl.cfg.Dir, name+".log"))
+	if err != nil {
+		return err
+	}
+	argv := append([]string{path}, args...)
+	if ns != nil {
+		argv = append([]string{"ip", "netns", "exec", ns.Name}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, log: log.Name(), cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); log.Close(); close(p.done) }()
+	cl.procs = append(cl.procs, p)
+	return nil
+}
+
+// exited returns the named process's state and last log lines if it has
+// ended, else "".
+func (cl *Cluster) exited(name string) string {
+	for _, p := range cl.procs {
+		if p.name != name {
+			continue
+		}
+		select {
+		case <-p.done:
+			b, _ := os.ReadFile(p.log)
+			return fmt.Sprintf("%s exited (%s); last lines of %s:\n%s", name, p.cmd.ProcessState, p.log, Tail(string(b), 15))
+		default:
+		}
+	}
+	return ""
+}
+
+// Tail returns the last n lines of s.
+func Tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitPodCIDRs waits until node IPAM has given every node a pod CIDR.
+func (cl *Cluster) waitPodCIDRs(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var missing []string
+		for _, n := range cl.cfg.Nodes {
+			if _, ok := cl.podCIDRs[n]; ok {
+				continue
+			}
+			var node corev1.Node
+			if err := cl.c.Get(ctx, client.ObjectKey{Name: n}, &node); err != nil {
+				return fmt.Errorf("node %s: %w", n, err)
+			}
+			if p, err := netip.ParsePrefix(node.Spec.PodCIDR); err == nil {
+				cl.podCIDRs[n] = p
+				continue
+			}
+			missing = append(missing, n)
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		if msg := cl.exited("kube-controller-manager"); msg != "" {
+			return errors.New(msg)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node(s) %s have no spec.podCIDR after %s: kube-controller-manager's node IPAM controller gave none (log %s)",
+				strings.Join(missing, ", "), timeout, filepath.Join(cl.cfg.Dir, "kube-controller-manager.log"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// route is the lab's CNI between nodes (host-gw): every node forwards and
+// reaches every other node's pod CIDR through that node's LAN address.
+// Nodes send no ICMP redirects, as routers on a LAN should not: a packet
+// for an address with no endpoint goes back out the link it came in on,
+// and the redirect the kernel would send for it uses up the per-host ICMP
+// rate limit that kube-proxy's reject (port unreachable) needs, so the
+// client's connection would time out instead of being refused.
+func (cl *Cluster) route() error {
+	for _, n := range cl.cfg.Nodes {
+		h := cl.cfg.Lab.Hosts[n]
+		for _, s := range []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.default.send_redirects=0", "net.ipv4.conf." + h.Link + ".send_redirects=0"} {
+			if _, err := h.In("sysctl", "-qw", s); err != nil {
+				return err
+			}
+		}
+		for _, m := range cl.cfg.Nodes {
+			if m == n {
+				continue
+			}
+			if _, err := h.In("ip", "route", "replace", cl.podCIDRs[m].String(), "via", cl.cfg.Lab.Hosts[m].IPv4.Addr().String()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// PodCIDR returns the pod CIDR node IPAM gave the node.
+func (cl *Cluster) PodCIDR(node string) netip.Prefix { return cl.podCIDRs[node] }
+
+// ProxyMode is the kube-proxies' mode.
+func (cl *Cluster) ProxyMode() string { return cl.cfg.ProxyMode }
+
+// startProxy runs kube-proxy inside the node's namespace, as on the
+// node's host network, as ServiceAccount kube-system/kube-proxy.
+func (cl *Cluster) startProxy(ctx context.Context, bin, node string) error {
+	kc, err := cl.kubeconfig(ctx, "kube-proxy")
+	if err != nil {
+		return err
+	}
+	// Conntrack limits and timeouts are left as they are (0): they are
+	// the machine's, shared with every other namespace.
+	conf := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: %s
+hostnameOverride: %s
+mode: %s
+clusterCIDR: %s
+detectLocalMode: NodeCIDR
+healthzBindAddress: 0.0.0.0:10256
+metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: [primary]
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+`, kc, node, cl.cfg.ProxyMode, cl.cfg.ClusterCIDR)
+	path := filepath.Join(cl.cfg.Dir, "kube-proxy-"+node+".yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return err
+	}
+	return cl.run("kube-proxy-"+node, cl.cfg.Lab.Hosts[node], filepath.Join(bin, "kube-proxy"), "--config="+path, "--v=2")
+}
+
+// waitProxy waits until the node's kube-proxy says on its healthz that it
+// has synced its rules.
+func (cl *Cluster) waitProxy(ctx context.Context, node string, timeout time.Duration) error {
+	h := cl.cfg.Lab.Hosts[node]
+	hc := h.HTTPClient(time.Second)
+	url := fmt.Sprintf("http://%s:10256/healthz", h.IPv4.Addr())
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		resp, err := hc.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		if msg := cl.exited("kube-proxy-" + node); msg != "" {
+			return fmt.Errorf("kube-proxy on %s: %s", node, msg)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-proxy on %s not healthy after %s (%s: %s); log %s", node, timeout, url, last, filepath.Join(cl.cfg.Dir, "kube-proxy-"+node+".log"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Problems says which component has stopped, or "" if all run: the lab
+// prints it, tests fail with it.
+func (cl *Cluster) Problems() string {
+	var out []string
+	for _, p := range cl.procs {
+		if msg := cl.exited(p.name); msg != "" {
+			out = append(out, msg)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// Close deletes the pods' namespaces and stops every process, the
+// kube-proxies first (their rules go with the nodes' namespaces).
+func (cl *Cluster) Close() {
+	cl.cancel()
+	if cl.kubelet != nil {
+		cl.kubelet.wait()
+	}
+	cl.mu.Lock()
+	pods := make([]*Pod, 0, len(cl.pods))
+	for _, p := range cl.pods {
+		pods = append(pods, p)
+	}
+	cl.mu.Unlock()
+	for _, p := range pods {
+		p.teardown()
+	}
+	for _, p := range slices.Backward(cl.procs) {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
