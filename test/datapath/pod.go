@@ -79,7 +79,9 @@ func ParseAnswer(body string) (Answer, error) {
 	return a, err
 }
 
-func (a Answer) String() string { return fmt.Sprintf("pod %s on %s, which saw source %s", a.Pod, a.Node, a.From) }
+func (a Answer) String() string {
+	return fmt.Sprintf("pod %s on %s, which saw source %s", a.Pod, a.Node, a.From)
+}
 
 // AddPod creates the Pod object bound to its node, makes its namespace,
 // plugs it into the node with the CNI ptp plugin and an address from the
