@@ -100,7 +100,8 @@ func TestLab(t *testing.T) {
 		t.Fatal("the lab is not up after 15 minutes")
 	}
 	for _, want := range []string{"a BGPPeer with BFDProfile fast", "one eBGP neighbor with BFD per node", "make lab-failover",
-		"the controller runs from the image with the chart's Deployment pod spec", "the speaker on node3 runs from the image"} {
+		"the controller runs from the image with the chart's Deployment pod spec", "the speaker on node3 runs from the image",
+		"kube-proxy is healthy on every node", "listed them ready in the Service's EndpointSlice", "the path: ", "DNATed it to the pod"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the lab's output lacks %q", want)
 		}
@@ -133,7 +134,7 @@ func TestLab(t *testing.T) {
 		}
 	}
 	figures := []string{
-		fmt.Sprintf("the LAN client's outage when the L2 owner's link is cut (longest run of lost 10 ms pings), %d cuts: %s", len(lan), mdreport.Percentiles(lan)),
+		fmt.Sprintf("the LAN client's outage when the L2 owner's link is cut (longest run of new connections, one every 10 ms through kube-proxy to the pods, not answered at once), %d cuts: %s", len(lan), mdreport.Percentiles(lan)),
 		fmt.Sprintf("the routed client's outage when its next hop's link is cut, BFD 300 ms x 3, %d cuts: %s", len(routed), mdreport.Percentiles(routed)),
 	}
 	for _, f := range figures {

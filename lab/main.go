@@ -34,6 +34,7 @@ import (
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/datapath"
 	"github.com/ironlb/ironlb/test/frr"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
@@ -158,17 +159,12 @@ func run(oneshot, fromImage bool) error {
 		if image, err = pm.Load(archive); err != nil {
 			return err
 		}
-		if err := lab.AttachThisHost(apiAddr); err != nil {
-			return err
-		}
 	}
-	step("starting kube-apiserver and etcd (bin/k8s)")
-	var env *apiserver.Env
-	if fromImage {
-		env, err = apiserver.NewBareOn(apiAddr.Addr().String())
-	} else {
-		env, err = apiserver.NewBare()
+	if err := lab.AttachThisHost(apiAddr); err != nil {
+		return err
 	}
+	step("starting kube-apiserver and etcd (bin/k8s) on %s, on the LAN as a control-plane host", apiAddr.Addr())
+	env, err := apiserver.NewBareOn(apiAddr.Addr().String())
 	if err != nil {
 		return err
 	}
@@ -207,6 +203,17 @@ func run(oneshot, fromImage bool) error {
 			return err
 		}
 	}
+	step("starting kube-controller-manager (EndpointSlices from Pods, the nodes' pod CIDRs) and a kube-proxy per node (nftables mode, in the node's namespace, as system:node-proxier)")
+	dp, err := datapath.Start(ctx, datapath.Config{Env: env, Lab: lab, Nodes: nodes, Dir: filepath.Join(dir, "datapath")})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	var cidrs []string
+	for _, n := range nodes {
+		cidrs = append(cidrs, n+" "+dp.PodCIDR(n).String())
+	}
+	step("kube-proxy is healthy on every node; pod CIDRs %s, routed between the nodes", strings.Join(cidrs, ", "))
 	logs := "Logs: " + dir
 	if fromImage {
 		if err := startPods(ctx, pm, env, objs, lab); err != nil {
@@ -241,11 +248,19 @@ func run(oneshot, fromImage bool) error {
 		}
 		vips[name] = vip
 		step("default/%s has EXTERNAL-IP %s (%.1fs after start)", name, vip, time.Since(start).Seconds())
+		var pods []*datapath.Pod
 		for _, n := range nodes {
-			if err := labkit.ServePods(ctx, lab.Hosts[n], n, vip); err != nil {
+			p, err := dp.AddPod(ctx, datapath.PodSpec{Namespace: "default", Name: name + "-" + n, Node: n, Labels: map[string]string{"app": name}})
+			if err != nil {
 				return err
 			}
+			pods = append(pods, p)
 		}
+		took, err := dp.WaitEndpoints(ctx, "default", name, 30*time.Second, pods...)
+		if err != nil {
+			return err
+		}
+		step("pods %s-node1..3 run, one per node; kube-controller-manager listed them ready in the Service's EndpointSlice %s later", name, took.Round(time.Millisecond))
 	}
 	for _, r := range []struct {
 		svc, how string
@@ -257,7 +272,12 @@ func run(oneshot, fromImage bool) error {
 		if err != nil {
 			return fmt.Errorf("%s cannot reach %s: %w (%s)", r.from.Name, vip, err, logs)
 		}
-		step("reachable %.1fs after start; %s got: %s", time.Since(start).Seconds(), r.from.Name, strings.TrimSpace(body))
+		a, err := datapath.ParseAnswer(body)
+		if err != nil {
+			return err
+		}
+		step("reachable %.1fs after start; %s was answered by %s", time.Since(start).Seconds(), r.from.Name, a)
+		fmt.Println("    " + path(lab, dp, r.from, vip, a))
 	}
 	if out, err := router.Vtysh("show ip route bgp"); err == nil {
 		fmt.Printf("    the router's BGP routes (vtysh):\n%s", indent(out))
@@ -304,7 +324,7 @@ func runFailover(runs int) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	for i := range runs {
-		step("run %d of %d: client pings %s (layer 2), client2 pings %s (BGP, BFD 300 ms x 3), every 10 ms; cutting the link of the node answering for %s and of the node client2's flow is routed to", i+1, runs, l.LAN, l.Routed, l.LAN)
+		step("run %d of %d: client connects to %s (layer 2), client2 to %s (BGP, BFD 300 ms x 3), a new connection every 10 ms each; cutting the link of the node answering for %s and of the node client2's flow is routed to", i+1, runs, l.LAN, l.Routed, l.LAN)
 		cuts, err := l.Failover(ctx)
 		for _, c := range cuts {
 			fmt.Println("    cut " + c.String())
@@ -462,9 +482,46 @@ func labService(name string) *corev1.Service {
 		Spec: corev1.ServiceSpec{
 			Type:     corev1.ServiceTypeLoadBalancer,
 			Selector: map[string]string{"app": name},
-			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(80), Protocol: corev1.ProtocolTCP}},
+			Ports:    []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(datapath.BackendPort), Protocol: corev1.ProtocolTCP}},
 		},
 	}
+}
+
+// path says which node a client's request entered (the one answering ARP
+// for the address, or the router's next hop for the client's flow), and
+// what the pod's view of the source says kube-proxy did.
+func path(lab *netlab.Lab, dp *datapath.Cluster, from *netlab.Host, vip netip.Addr, a datapath.Answer) string {
+	entry, how := "", ""
+	if mac, err := labkit.Resolve(from, vip, 300*time.Millisecond); err == nil {
+		how = "answers ARP for " + vip.String()
+		for _, n := range nodes {
+			if lab.Hosts[n].MAC.String() == mac.String() {
+				entry = n
+			}
+		}
+	} else if via, err := labkit.RoutedVia(lab.Hosts["router"], from.IPv4.Addr(), vip); err == nil {
+		how = "is the router's next hop for " + from.Name + "'s flow to " + vip.String()
+		for _, n := range nodes {
+			if lab.Hosts[n].IPv4.Addr() == via {
+				entry = n
+			}
+		}
+	}
+	if entry == "" {
+		return "the path: the entry node is unknown"
+	}
+	var did string
+	switch {
+	case a.From == from.IPv4.Addr():
+		did = "the pod saw the client's own address (no SNAT)"
+	case a.From == lab.Hosts[entry].IPv4.Addr():
+		did = fmt.Sprintf("kube-proxy on %s DNATed it to the pod on %s and SNATed it to %s's address %s", entry, a.Node, entry, a.From)
+	case dp.PodCIDR(entry).Contains(a.From):
+		did = fmt.Sprintf("kube-proxy on %s DNATed it to the pod on the same node and masqueraded it to the node's pod-side address %s", entry, a.From)
+	default:
+		did = fmt.Sprintf("the pod saw source %s", a.From)
+	}
+	return fmt.Sprintf("the path: %s %s; %s", entry, how, did)
 }
 
 // fetch retries GET http://vip/ from host for up to 30 s.

@@ -222,10 +222,14 @@ type Cut struct {
 	// the LAN address, the router sent client2's flow to it.
 	L2Owner bool `json:"l2Owner"`
 	Flow    bool `json:"flow"`
-	// LAN and Routed are the longest runs of lost 10 ms pings of client
-	// to the LAN address and of client2 to the routed one.
-	LAN    time.Duration `json:"lan"`
-	Routed time.Duration `json:"routed"`
+	// LAN and Routed are the longest runs of new connections not
+	// answered at once (one every 10 ms, through kube-proxy to a pod) of
+	// client to the LAN address and of client2 to the routed one: each
+	// client's outage. LANConns and RoutedConns say how all went.
+	LAN         time.Duration `json:"lan"`
+	Routed      time.Duration `json:"routed"`
+	LANConns    ConnStats     `json:"lanConns"`
+	RoutedConns ConnStats     `json:"routedConns"`
 	// NewOwner and NewFlow are who carried them during the cut.
 	NewOwner string `json:"newOwner"`
 	NewFlow  string `json:"newFlow"`
@@ -233,17 +237,18 @@ type Cut struct {
 	Recovered time.Duration `json:"recovered"`
 }
 
-// Timing of one cut: pings run for pingLead before it and the link stays
-// down for cutFor (the failovers take under 1 s).
+// Timing of one cut: the clients connect for lead before it and the link
+// stays down for cutFor (the failovers take under 1 s).
 const (
-	pingEvery = 10 * time.Millisecond
-	pingLead  = 500 * time.Millisecond
+	connEvery = 10 * time.Millisecond
+	lead      = 500 * time.Millisecond
 	cutFor    = 3 * time.Second
 )
 
 // Failover cuts the link of the node that answers for the LAN address and
 // of the node client2's flow is routed to (one cut when they are the
-// same), each while both clients ping, measures both clients' outage,
+// same), each while both clients open new connections, measures both
+// clients' outage,
 // restores the node completely and waits until the lab is whole again.
 func (l *Lab) Failover(ctx context.Context) ([]Cut, error) {
 	if _, err := l.WaitHealthy(ctx, 60*time.Second); err != nil {
@@ -276,16 +281,9 @@ func (l *Lab) Failover(ctx context.Context) ([]Cut, error) {
 
 func (l *Lab) cut(ctx context.Context, node string, owner, flow bool) (Cut, error) {
 	c := Cut{Node: node, L2Owner: owner, Flow: flow}
-	lan, err := StartPing(l.Hosts["client"], l.LAN, pingEvery)
-	if err != nil {
-		return c, err
-	}
-	routed, err := StartPing(l.Hosts["client2"], l.Routed, pingEvery)
-	if err != nil {
-		lan.Stop()
-		return c, err
-	}
-	time.Sleep(pingLead)
+	lan := StartConnect(l.Hosts["client"], l.LAN, connEvery)
+	routed := StartConnect(l.Hosts["client2"], l.Routed, connEvery)
+	time.Sleep(lead)
 	restore, err := l.Hosts[node].CutLink()
 	if err != nil {
 		lan.Stop()
@@ -295,8 +293,10 @@ func (l *Lab) cut(ctx context.Context, node string, owner, flow bool) (Cut, erro
 	time.Sleep(cutFor)
 	c.NewOwner, _ = l.L2Owner()
 	c.NewFlow, _ = l.FlowNode()
-	_, _, c.LAN = lan.Stop()
-	_, _, c.Routed = routed.Stop()
+	lan.Halt() // both clients connect for the same time
+	routed.Halt()
+	c.LANConns, c.RoutedConns = lan.Stop(), routed.Stop()
+	c.LAN, c.Routed = c.LANConns.Window, c.RoutedConns.Window
 	if err := restore(); err != nil {
 		return c, err
 	}
@@ -318,8 +318,8 @@ func (c Cut) String() string {
 	if len(carried) == 0 {
 		carried = append(carried, "carried neither client")
 	}
-	return fmt.Sprintf("%s (%s): LAN client lost %s (then %s answered), routed client lost %s (then via %s); whole again %s after the link came back",
-		c.Node, strings.Join(carried, ", "), c.LAN, orNobody(c.NewOwner), c.Routed, orNobody(c.NewFlow), c.Recovered.Round(time.Millisecond))
+	return fmt.Sprintf("%s (%s): LAN client lost %s, then %s answered; routed client lost %s, then via %s; whole again %s after the link came back",
+		c.Node, strings.Join(carried, ", "), c.LANConns, orNobody(c.NewOwner), c.RoutedConns, orNobody(c.NewFlow), c.Recovered.Round(time.Millisecond))
 }
 
 func orNobody(s string) string {
