@@ -28,7 +28,7 @@ lab-down:
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 
-.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-failover lab-down bench-lab image-push all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
+.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-failover lab-down bench-lab bench-datapath image-push all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
 
 all: build
 
@@ -113,6 +113,14 @@ bench-failover: deps k8s-binaries build
 
 bench-bgp: deps k8s-binaries build
 	$(GO) test -tags bench -count=1 -timeout 40m -run '^TestBenchBGP' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20} -report=$(CURDIR)/docs/performance.md
+
+# bench-datapath: failover under real traffic on the real data path
+# (kube-proxy, Pods, EndpointSlices): new connections every 10 ms while the
+# carrying node's speaker crashes, hands over or its link is cut, L2 and
+# BGP + BFD, and externalTrafficPolicy Local moves; RUNS of each, written
+# into docs/performance.md.
+bench-datapath: deps k8s-binaries build
+	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchDataPath$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20} -report=$(CURDIR)/docs/performance.md
 
 # chaos: the long fault runs (the default suite runs the same tests
 # shorter), written into docs/reliability.md.

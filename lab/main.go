@@ -209,6 +209,8 @@ func run(oneshot, fromImage bool) error {
 		return err
 	}
 	defer dp.Close()
+	// A component that stops later is said at once, with why.
+	go dp.Watch(ctx, time.Second, func(r string) { fmt.Fprintln(os.Stderr, "lab: "+r) })
 	var cidrs []string
 	for _, n := range nodes {
 		cidrs = append(cidrs, n+" "+dp.PodCIDR(n).String())

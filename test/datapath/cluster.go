@@ -70,6 +70,8 @@ type Cluster struct {
 	c        client.Client
 	podCIDRs map[string]netip.Prefix
 	procs    []*proc
+	// ctx ends when Close begins: what stops after is being stopped.
+	ctx      context.Context
 	cancel   context.CancelFunc
 	kubelet  *kubelet
 
@@ -112,7 +114,7 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	cl := &Cluster{cfg: cfg, c: cfg.Env.Client, podCIDRs: map[string]netip.Prefix{}, cancel: cancel, pods: map[string]*Pod{}}
+	cl := &Cluster{cfg: cfg, c: cfg.Env.Client, podCIDRs: map[string]netip.Prefix{}, ctx: ctx, cancel: cancel, pods: map[string]*Pod{}}
 	defer func() {
 		if err != nil {
 			cl.Close()
@@ -304,6 +306,16 @@ func (cl *Cluster) waitPodCIDRs(ctx context.Context, timeout time.Duration) erro
 		if msg := cl.exited("kube-controller-manager"); msg != "" {
 			return errors.New(msg)
 		}
+		// Node IPAM says at once when the cluster CIDR has no room left.
+		var events corev1.EventList
+		if err := cl.c.List(ctx, &events, client.InNamespace(metav1.NamespaceDefault)); err == nil {
+			for _, e := range events.Items {
+				if e.InvolvedObject.Kind == "Node" && slices.Contains(missing, e.InvolvedObject.Name) && e.Reason == "CIDRNotAvailable" {
+					return fmt.Errorf("node %s has no spec.podCIDR: kube-controller-manager's node IPAM controller says %s (%s): cluster CIDR %s has no free /24 for it",
+						e.InvolvedObject.Name, e.Reason, e.Message, cl.cfg.ClusterCIDR)
+				}
+			}
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("node(s) %s have no spec.podCIDR after %s: kube-controller-manager's node IPAM controller gave none (log %s)",
 				strings.Join(missing, ", "), timeout, filepath.Join(cl.cfg.Dir, "kube-controller-manager.log"))
@@ -425,6 +437,29 @@ func (cl *Cluster) Problems() string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// Watch reports, once each, every component that stops (its state and
+// last log lines), until ctx ends or Close begins: the lab prints them.
+func (cl *Cluster) Watch(ctx context.Context, every time.Duration, report func(string)) {
+	reported := map[string]bool{}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-cl.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, p := range cl.procs {
+			if msg := cl.exited(p.name); msg != "" && !reported[p.name] && cl.ctx.Err() == nil {
+				reported[p.name] = true
+				report(msg)
+			}
+		}
+	}
 }
 
 // Close deletes the pods' namespaces and stops every process, the

@@ -39,6 +39,9 @@ const probePeriod = time.Second
 type PodSpec struct {
 	Namespace, Name, Node string
 	Labels                map[string]string
+	// Unready starts the backend with its readiness probe failing (see
+	// Pod.SetReady).
+	Unready bool
 }
 
 // Pod is a running pod: its namespace, plugged into its node, and its
@@ -49,8 +52,10 @@ type Pod struct {
 	// Host is the pod's network namespace (to dial from inside the pod).
 	Host *netlab.Host
 
-	cl     *Cluster
-	ready  atomic.Bool
+	cl    *Cluster
+	ready atomic.Bool
+	// probe is the kubelet's last readiness probe result.
+	probe  atomic.Value // string
 	srv    *http.Server
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -129,7 +134,8 @@ func (cl *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error)
 	if err := p.serve(); err != nil {
 		return nil, err
 	}
-	p.ready.Store(true)
+	p.ready.Store(!spec.Unready)
+	p.probe.Store("not probed yet")
 	pctx, cancel := context.WithCancel(cl.kubelet.ctx)
 	started := metav1.Now()
 	if err := cl.kubelet.writeStatus(pctx, p, started, false); err != nil {
@@ -284,6 +290,9 @@ func (k *kubelet) run(ctx context.Context, p *Pod, started metav1.Time) {
 			if resp, err := hc.Get(url); err == nil {
 				resp.Body.Close()
 				ready = resp.StatusCode >= 200 && resp.StatusCode < 400
+				p.probe.Store("readiness probe GET " + url + ": " + resp.Status)
+			} else {
+				p.probe.Store("readiness probe: " + err.Error())
 			}
 			if ready != was {
 				if err := k.writeStatus(ctx, p, started, ready); err == nil {
@@ -365,7 +374,19 @@ func (cl *Cluster) WaitEndpoints(ctx context.Context, namespace, service string,
 			}
 		}
 		if time.Since(start) > timeout {
-			return 0, fmt.Errorf("service %s/%s: the EndpointSlices list ready endpoints %v after %s, want %d (%v); %s", namespace, service, got, timeout, len(want), err, cl.Problems())
+			var why []string
+			for _, p := range pods {
+				if _, ok := got[p.IP.String()]; !ok {
+					why = append(why, fmt.Sprintf("pod %s/%s (%s) on %s is not a ready endpoint; last %s", p.Namespace, p.Name, p.IP, p.Node, p.probe.Load()))
+				}
+			}
+			if err != nil {
+				why = append(why, err.Error())
+			}
+			if pr := cl.Problems(); pr != "" {
+				why = append(why, pr)
+			}
+			return 0, fmt.Errorf("service %s/%s: after %s the EndpointSlices list ready endpoints %v, want %d: %s", namespace, service, timeout, got, len(want), strings.Join(why, "; "))
 		}
 		select {
 		case <-ctx.Done():

@@ -1,6 +1,11 @@
 package e2e
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -14,12 +19,13 @@ import (
 
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/test/datapath"
+	"github.com/ironlb/ironlb/test/frr"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
 )
 
 // dataPathPool is the data-path bed's layer-2 pool.
-const dataPathPool = v1beta1.AddressRange("198.18.40.200-198.18.40.220")
+const dataPathPool = v1beta1.AddressRange("198.18.0.200-198.18.0.220")
 
 // startDataPath runs kube-controller-manager and the nodes' kube-proxies.
 func (cl *cluster) startDataPath(mode string, nodes []string) {
@@ -250,4 +256,134 @@ func TestDataPathSourceRanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("without the range, %s: %s", outside.Name, cl.askUntil(outside, ip, 10*time.Second))
+}
+
+// TestDataPathBGP: over BGP through a real FRR router, with
+// externalTrafficPolicy Local only the nodes with a ready pod advertise
+// the address, the pod sees the address of the client behind the router,
+// and a node whose pod goes unready withdraws; loadBalancerSourceRanges
+// lets in the client inside the range and keeps out one outside it.
+func TestDataPathBGP(t *testing.T) {
+	cl := newBed(t, bed{proxyMode: datapath.NFTables}, "node1", "node2", "node3")
+	rtr := cl.startRouter("s3cret", false)
+	cl.bgpSetup("s3cret", nil)
+	inside, err := cl.lab.AddBehind("client2", "router", netip.MustParsePrefix("203.0.113.0/30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside, err := cl.lab.AddBehind("client3", "router", netip.MustParsePrefix("203.0.113.4/30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ip := cl.lbService("local", func(s *corev1.Service) {
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	})
+	pods := cl.backends("local", "node2", "node3")
+	prefix := netip.PrefixFrom(ip, 32)
+	if _, err := rtr.WaitRoute(within(t, 20*time.Second), prefix, frr.NextHops(cl.nodeAddrs("node2", "node3")...)); err != nil {
+		t.Fatalf("%s not routed via exactly the nodes with a ready pod (node2, node3): %v", prefix, err)
+	}
+	a := cl.askUntil(inside, ip, 10*time.Second)
+	if a.From != inside.IPv4.Addr() {
+		t.Errorf("got %s: want the client's own address %s (externalTrafficPolicy Local)", a, inside.IPv4.Addr())
+	}
+	start := time.Now()
+	pods["node2"].SetReady(false)
+	if _, err := rtr.WaitRoute(within(t, 15*time.Second), prefix, frr.NextHops(cl.nodeAddrs("node3")...)); err != nil {
+		t.Fatalf("node2's pod unready: %s still routed via node2: %v", prefix, err)
+	}
+	t.Logf("node2's pod unready: the router routes %s via node3 only %s later", prefix, time.Since(start).Round(time.Millisecond))
+	for _, a := range cl.ask(inside, ip, 20) {
+		if a.Node != "node3" || a.From != inside.IPv4.Addr() {
+			t.Fatalf("got %s: want the pod on node3 seeing %s", a, inside.IPv4.Addr())
+		}
+	}
+
+	ranged := cl.lbService("ranged", func(s *corev1.Service) {
+		s.Spec.LoadBalancerSourceRanges = []string{netip.PrefixFrom(inside.IPv4.Addr(), 32).String()}
+	})
+	cl.backends("ranged", "node1", "node2", "node3")
+	t.Logf("inside the range, %s: %s", inside.Name, cl.askUntil(inside, ranged, 10*time.Second))
+	for i := range 3 {
+		if body, err := labkit.Get(outside, ranged, time.Second); err == nil {
+			t.Fatalf("try %d: %s (%s, outside the range) was answered: %q", i, outside.Name, outside.IPv4.Addr(), body)
+		}
+	}
+	var s corev1.Service
+	if err := cl.c.Get(cl.ctx, client.ObjectKey{Namespace: "default", Name: "ranged"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.LoadBalancerSourceRanges = nil
+	if err := cl.c.Update(cl.ctx, &s); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("without the range, %s: %s", outside.Name, cl.askUntil(outside, ranged, 10*time.Second))
+}
+
+// TestDataPathHandoverKeepsConnections: a graceful handover of one
+// address leaves alone the established connections to another address
+// announced by a node that stays: the same connection is answered by the
+// same pod before and after.
+func TestDataPathHandoverKeepsConnections(t *testing.T) {
+	nodes := []string{"node1", "node2", "node3"}
+	cl := newBed(t, bed{proxyMode: datapath.NFTables}, nodes...)
+	cl.l2Setup(dataPathPool)
+	kept := cl.lbService("kept", nil)
+	cl.backends("kept", nodes...)
+	keptOwner := cl.waitOwner(kept, 10*time.Second, "")
+	moved, movedOwner := netip.Addr{}, ""
+	for i := range 8 { // Services until one is announced elsewhere
+		ip := cl.lbService(fmt.Sprintf("moved%d", i), nil)
+		if o := cl.waitOwner(ip, 10*time.Second, ""); o != keptOwner {
+			moved, movedOwner = ip, o
+			break
+		}
+	}
+	if movedOwner == "" {
+		t.Fatalf("8 Services all announced by %s", keptOwner)
+	}
+	client := cl.lab.Hosts["client"]
+	cl.askUntil(client, kept, 10*time.Second)
+	conn, err := netlab.InNS(client.Name, func() (net.Conn, error) {
+		return net.DialTimeout("tcp", netip.AddrPortFrom(kept, 80).String(), 2*time.Second)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	get := func() (datapath.Answer, error) {
+		_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", kept); err != nil {
+			return datapath.Answer{}, err
+		}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			return datapath.Answer{}, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return datapath.Answer{}, err
+		}
+		return datapath.ParseAnswer(string(b))
+	}
+	before, err := get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.speakers[movedOwner].Stop()
+	now := cl.waitOwner(moved, 10*time.Second, movedOwner)
+	if o, err := cl.owner(kept); err != nil || o != keptOwner {
+		t.Fatalf("%s moved too: %q (%v), want it on %s", kept, o, err, keptOwner)
+	}
+	after, err := get()
+	if err != nil {
+		t.Fatalf("the connection to %s through %s, established before %s handed %s over to %s: %v", kept, keptOwner, movedOwner, moved, now, err)
+	}
+	if after.Pod != before.Pod {
+		t.Errorf("the same connection was answered by %s, then %s", before.Pod, after.Pod)
+	}
+	t.Logf("%s handed %s over to %s; the connection to %s through %s still answered by %s", movedOwner, moved, now, kept, keptOwner, after.Pod)
 }

@@ -74,17 +74,15 @@ func newCluster(t *testing.T, nodes ...string) *cluster { return newBed(t, bed{}
 type bed struct {
 	// proxyMode, if set, runs the real data path (test/cluster):
 	// kube-controller-manager, a kube-proxy per node in this mode, and
-	// Pods on the nodes. The LAN is then dataPathLAN, with the API server
-	// on it, as kube-proxy on a node needs.
+	// Pods on the nodes; the API server then serves on the LAN (at
+	// dataPathAPI), as kube-proxy on a node needs.
 	proxyMode string
 }
 
-// The data-path bed's LAN: not the default bed's 198.18.0.0/24, which
-// test/podman attaches to this host at the same time.
-var (
-	dataPathLAN = netip.MustParsePrefix("198.18.40.0/24")
-	dataPathAPI = netip.MustParsePrefix("198.18.40.250/24")
-)
+// dataPathAPI is where the data-path bed's API server serves: this host
+// on the LAN (no other package attaches 198.18.0.0/24 to this host while
+// the tests run; the lab does, but runs alone).
+var dataPathAPI = netip.MustParsePrefix("198.18.0.250/24")
 
 func newBed(t *testing.T, b bed, nodes ...string) *cluster {
 	t.Helper()
@@ -98,11 +96,7 @@ func newBed(t *testing.T, b bed, nodes ...string) *cluster {
 		}
 	}
 	prefix := fmt.Sprintf("ilbe%d-", os.Getpid()%100000)
-	lan, lan6 := netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64")
-	if b.proxyMode != "" {
-		lan, lan6 = dataPathLAN, netip.MustParsePrefix("2001:db8:40::/64")
-	}
-	lab, err := netlab.New(prefix, lan, lan6, 11, append(nodes, "client", "router")...)
+	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client", "router")...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,8 @@ type Lab struct {
 	bridge string // namespace holding the bridge
 	made   []string
 	links  int // bridge ports added by AddLink
+	// attached is this host's link into the LAN (AttachThisHost).
+	attached string
 	// sysctls holds the host-wide settings New raised, to restore.
 	sysctls map[string]string
 }
@@ -204,6 +206,7 @@ func (l *Lab) AttachThisHost(addr netip.Prefix) error {
 		if _, err := Run(s...); err != nil {
 			return err
 		}
+		l.attached = name
 	}
 	return nil
 }
@@ -283,6 +286,15 @@ func nth(a netip.Addr, n int) netip.Addr {
 // Close removes every namespace the lab made (links go with them).
 func (l *Lab) Close() error {
 	var errs []string
+	// Removed here, not left to the bridge namespace's removal: the kernel
+	// destroys a deleted namespace's links later, and a lab made right
+	// after could not attach under the same name.
+	if l.attached != "" {
+		if out, err := Run("ip", "link", "del", l.attached); err != nil {
+			errs = append(errs, strings.TrimSpace(out))
+		}
+		l.attached = ""
+	}
 	for i := len(l.made) - 1; i >= 0; i-- {
 		if out, err := Run("ip", "netns", "del", l.made[i]); err != nil {
 			errs = append(errs, strings.TrimSpace(out))

@@ -228,12 +228,12 @@ func lbService(name string) *corev1.Service {
 func TestSpeakerFromChart(t *testing.T) {
 	const prefix = "ilbpm-"
 	netlab.Cleanup(prefix)
-	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, "node1", "node2", "client")
+	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.42.0/24"), netip.MustParsePrefix("2001:db8:42::/64"), 11, "node1", "node2", "client")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = lab.Close() })
-	apiAddr := netip.MustParsePrefix("198.18.0.250/24")
+	apiAddr := netip.MustParsePrefix("198.18.42.250/24")
 	if err := lab.AttachThisHost(apiAddr); err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestSpeakerFromChart(t *testing.T) {
 	}
 
 	for _, o := range []client.Object{
-		&v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.0.200-198.18.0.210"}}},
+		&v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.18.42.200-198.18.42.210"}}},
 		&v1beta1.L2Advertisement{ObjectMeta: metav1.ObjectMeta{Name: "lan"}, Spec: v1beta1.L2AdvertisementSpec{IPAddressPools: []v1beta1.PoolName{"lan"}}},
 		lbService("web"),
 	} {
