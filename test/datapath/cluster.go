@@ -71,9 +71,9 @@ type Cluster struct {
 	podCIDRs map[string]netip.Prefix
 	procs    []*proc
 	// ctx ends when Close begins: what stops after is being stopped.
-	ctx      context.Context
-	cancel   context.CancelFunc
-	kubelet  *kubelet
+	ctx     context.Context
+	cancel  context.CancelFunc
+	kubelet *kubelet
 
 	mu   sync.Mutex
 	pods map[string]*Pod // by namespace/name
