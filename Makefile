@@ -120,7 +120,7 @@ bench-bgp: deps k8s-binaries build
 # BGP + BFD, and externalTrafficPolicy Local moves; RUNS of each, written
 # into docs/performance.md.
 bench-datapath: deps k8s-binaries build
-	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchDataPath$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20} -report=$(CURDIR)/docs/performance.md
+	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchDataPath(Local)?$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20} -report=$(CURDIR)/docs/performance.md
 
 # chaos: the long fault runs (the default suite runs the same tests
 # shorter), written into docs/reliability.md.

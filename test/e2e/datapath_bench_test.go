@@ -27,16 +27,15 @@ var faults = []struct {
 }{
 	{"crash", "its speaker is killed (SIGKILL); the node and its pod stay up"},
 	{"handover", "its speaker stops gracefully (SIGTERM)"},
-	{"link", "its link is cut for 3 s (node, speaker and pod cut off), then restored"},
+	{"link", "its link is cut (node, speaker and pod cut off) for 3 s and until the connections made meanwhile ended"},
 }
 
-// TestBenchDataPath measures failover under real traffic on the real data
-// path: a client opens a new connection every 10 ms through the address,
-// kube-proxy and a pod (one per node), while the node carrying its
-// traffic suffers each fault, over layer 2 and over BGP with BFD 300 ms x
-// 3; and how long an externalTrafficPolicy Local address takes to leave a
-// node whose last pod goes unready. Run with `make bench-datapath`.
-func TestBenchDataPath(t *testing.T) {
+// dataPathBench is TestBenchDataPath's bed: three nodes on the real data
+// path, FRR with BFD 300 ms x 3 towards every node, a layer-2 pool "lan"
+// and the BGP pool "routed" (neither auto-assigned), and the Services
+// web (lan) and web-bgp (routed) with a pod on every node; client2 is
+// behind the router.
+func dataPathBench(t *testing.T) (*cluster, *frr.Router, *netlab.Host, func(pool string, local bool) func(*corev1.Service), netip.Prefix) {
 	cl := newBed(t, bed{proxyMode: datapath.NFTables}, benchNodes...)
 	rtr := cl.startRouter("s3cret", true)
 	for _, o := range []client.Object{
@@ -63,7 +62,7 @@ func TestBenchDataPath(t *testing.T) {
 			}
 		}
 	}
-	lanIP := cl.lbService("web", inPool("lan", false))
+	cl.lbService("web", inPool("lan", false))
 	cl.backends("web", benchNodes...)
 	routedIP := cl.lbService("web-bgp", inPool("routed", false))
 	cl.backends("web-bgp", benchNodes...)
@@ -71,8 +70,19 @@ func TestBenchDataPath(t *testing.T) {
 	if err := cl.ecmp(rtr, prefix, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	lanClient := cl.lab.Hosts["client"]
+	return cl, rtr, client2, inPool, prefix
 
+}
+
+// TestBenchDataPath measures failover under real traffic on the real data
+// path: a client opens a new connection every 10 ms through the address,
+// kube-proxy and a pod (one per node), while the node carrying its
+// traffic suffers each fault, over layer 2 and over BGP with BFD 300 ms x
+// 3. Run with `make bench-datapath`.
+func TestBenchDataPath(t *testing.T) {
+	cl, rtr, client2, _, prefix := dataPathBench(t)
+	lanIP, routedIP := cl.waitIP("web"), prefix.Addr()
+	lanClient := cl.lab.Hosts["client"]
 	for _, f := range faults {
 		var l2, bgp []time.Duration
 		var l2All, bgpAll labkit.ConnStats
@@ -93,20 +103,34 @@ func TestBenchDataPath(t *testing.T) {
 		report(t, fmt.Sprintf("BGP + BFD 300ms x3, real data path: the node the router sends the client's flow to: %s; outage of a client behind the router opening a new connection every 10 ms", f.what), bgp, totals(bgpAll))
 	}
 
-	// externalTrafficPolicy Local: the last ready pod on the announcing
-	// node goes unready.
+}
+
+// TestBenchDataPathLocal: how long an externalTrafficPolicy Local address
+// takes to leave a node whose only pod goes unready, over layer 2 and
+// BGP: in all (from the backend failing its readiness probe, probed every
+// second), and ironlb's part (from the EndpointSlice listing the pod
+// unready). Run with `make bench-datapath`.
+func TestBenchDataPathLocal(t *testing.T) {
+	cl, rtr, _, inPool, _ := dataPathBench(t)
 	localIP := cl.lbService("local", inPool("lan", true))
 	local := cl.backends("local", "node2", "node3")
 	localBGP := cl.lbService("local-bgp", inPool("routed", true))
 	localBGPPods := cl.backends("local-bgp", "node2", "node3")
 	localPrefix := netip.PrefixFrom(localBGP, 32)
-	var l2Move, bgpMove []time.Duration
+	var l2Move, l2Part, bgpMove, bgpPart []time.Duration
 	for i := range *failoverRuns {
 		owner := cl.stableOwner(localIP)
+		gratuitous, stop := cl.watchGratuitous(localIP, cl.lab.Hosts[owner].MAC, 15*time.Second)
 		start := time.Now()
 		local[owner].SetReady(false)
-		cl.waitOwner(localIP, 15*time.Second, owner)
-		l2Move = append(l2Move, time.Since(start))
+		unready := cl.unreadyAt("local", local[owner])
+		select {
+		case at := <-gratuitous:
+			l2Move, l2Part = append(l2Move, at.Sub(start)), append(l2Part, at.Sub(<-unready))
+		case <-time.After(15 * time.Second):
+			t.Fatalf("run %d: %s's pod unready: no other node announced %s", i, owner, localIP)
+		}
+		stop()
 		local[owner].SetReady(true)
 		if _, err := cl.dp.WaitEndpoints(cl.ctx, "default", "local", 15*time.Second, local["node2"], local["node3"]); err != nil {
 			t.Fatal(err)
@@ -117,17 +141,48 @@ func TestBenchDataPath(t *testing.T) {
 		if _, err := rtr.WaitRoute(within(t, 15*time.Second), localPrefix, frr.NextHops(cl.nodeAddrs("node2", "node3")...)); err != nil {
 			t.Fatal(err)
 		}
+		fib := kernelNextHops(t, rtr, localPrefix)
 		start = time.Now()
 		localBGPPods[node].SetReady(false)
-		if _, err := rtr.WaitRoute(within(t, 15*time.Second), localPrefix, frr.NextHops(cl.nodeAddrs(other)...)); err != nil {
-			t.Fatalf("run %d: %s's pod unready: %v", i, node, err)
+		unready = cl.unreadyAt("local-bgp", localBGPPods[node])
+		want := frr.NextHops(cl.nodeAddrs(other)...)
+		for {
+			if nh, err := fib(); err == nil && want(nh) {
+				break
+			}
+			if time.Since(start) > 15*time.Second {
+				t.Fatalf("run %d: %s's pod unready: the router's FIB still routes %s via it", i, node, localPrefix)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		bgpMove = append(bgpMove, time.Since(start))
+		at := time.Now()
+		bgpMove, bgpPart = append(bgpMove, at.Sub(start)), append(bgpPart, at.Sub(<-unready))
 		localBGPPods[node].SetReady(true)
-		t.Logf("Local %d: L2 moved off %s in %s, BGP withdrawn from %s in %s", i, owner, l2Move[i].Round(time.Millisecond), node, bgpMove[i].Round(time.Millisecond))
+		t.Logf("Local %d: L2 moved off %s in %s (%s after the EndpointSlice), BGP withdrawn from %s in %s (%s)", i, owner,
+			l2Move[i].Round(time.Millisecond), l2Part[i].Round(time.Millisecond), node, bgpMove[i].Round(time.Millisecond), bgpPart[i].Round(time.Millisecond))
 	}
-	report(t, "L2, externalTrafficPolicy Local: the announcing node's only pod goes unready (readiness probe every 1 s) -> another node answers ARP", l2Move, "")
-	report(t, "BGP, externalTrafficPolicy Local: a node's only pod goes unready (readiness probe every 1 s) -> the router routes via the other node only (vtysh, polled every 10 ms)", bgpMove, "")
+	report(t, "L2, externalTrafficPolicy Local: the announcing node's only pod fails its readiness probe (every 1 s) -> another node's gratuitous ARP at the client", l2Move, "")
+	report(t, "L2, the same, from the EndpointSlice listing the pod unready (ironlb's part) -> gratuitous ARP", l2Part, "")
+	report(t, "BGP, externalTrafficPolicy Local: a node's only pod fails its readiness probe (every 1 s) -> the router's FIB routes via the other node only (netlink, every 5 ms)", bgpMove, "")
+	report(t, "BGP, the same, from the EndpointSlice listing the pod unready (ironlb's part) -> the router's FIB", bgpPart, "")
+}
+
+// unreadyAt reports when the Service's EndpointSlices (polled every 5 ms)
+// stop listing the pod as ready.
+func (cl *cluster) unreadyAt(svc string, p *datapath.Pod) <-chan time.Time {
+	at := make(chan time.Time, 1)
+	go func() {
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if eps, err := cl.dp.ReadyEndpoints(cl.ctx, "default", svc); err == nil {
+				if _, ok := eps[p.IP.String()]; !ok {
+					at <- time.Now()
+					return
+				}
+			}
+		}
+		at <- time.Time{}
+	}()
+	return at
 }
 
 // underFault makes fault on node while from opens a new connection to ip
@@ -147,20 +202,23 @@ func (cl *cluster) underFault(fault, node string, from *netlab.Host, ip netip.Ad
 			c.Stop()
 			cl.t.Fatal(err)
 		}
+		// The link stays cut until every connection has ended, as for a
+		// node that does not come back: those kube-proxy sent to the cut
+		// node's pod time out (Kubernetes lists it as an endpoint until
+		// its node is declared dead, 40 s and more).
 		time.Sleep(3 * time.Second)
-		c.Halt()
+		s := c.Stop()
 		if err := restore(); err != nil {
 			cl.t.Fatal(err)
 		}
+		return s
 	}
 	time.Sleep(2500 * time.Millisecond)
 	s := c.Stop()
-	if fault != "link" {
-		for !cl.speakers[node].Exited() {
-			time.Sleep(10 * time.Millisecond)
-		}
-		cl.startSpeaker(node)
+	for !cl.speakers[node].Exited() {
+		time.Sleep(10 * time.Millisecond)
 	}
+	cl.startSpeaker(node)
 	return s
 }
 

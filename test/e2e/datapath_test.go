@@ -238,24 +238,29 @@ func TestDataPathSourceRanges(t *testing.T) {
 	})
 	cl.backends("ranged", "node1", "node2")
 	cl.waitOwner(ip, 10*time.Second, "")
-	a := cl.askUntil(inside, ip, 10*time.Second)
-	t.Logf("inside the range: %s", a)
+	cl.sourceRanges("ranged", ip, inside, outside)
+}
+
+// sourceRanges checks Service svc at ip, whose loadBalancerSourceRanges
+// hold inside's address only: inside is answered, outside is not, and is
+// once the range is removed (the range, nothing else, kept it out).
+func (cl *cluster) sourceRanges(svc string, ip netip.Addr, inside, outside *netlab.Host) {
+	cl.t.Helper()
+	cl.t.Logf("inside the range, %s: %s", inside.Name, cl.askUntil(inside, ip, 10*time.Second))
 	for i := range 3 {
 		if body, err := labkit.Get(outside, ip, time.Second); err == nil {
-			t.Fatalf("try %d: %s (%s, outside the range %s/32) was answered: %q", i, outside.Name, outside.IPv4.Addr(), inside.IPv4.Addr(), body)
+			cl.t.Fatalf("try %d: %s (%s, outside the range %s/32) was answered: %q", i, outside.Name, outside.IPv4.Addr(), inside.IPv4.Addr(), body)
 		}
 	}
-	// Without the range the same host is answered: the ranges, nothing
-	// else, kept it out.
 	var s corev1.Service
-	if err := cl.c.Get(cl.ctx, client.ObjectKey{Namespace: "default", Name: "ranged"}, &s); err != nil {
-		t.Fatal(err)
+	if err := cl.c.Get(cl.ctx, client.ObjectKey{Namespace: "default", Name: svc}, &s); err != nil {
+		cl.t.Fatal(err)
 	}
 	s.Spec.LoadBalancerSourceRanges = nil
 	if err := cl.c.Update(cl.ctx, &s); err != nil {
-		t.Fatal(err)
+		cl.t.Fatal(err)
 	}
-	t.Logf("without the range, %s: %s", outside.Name, cl.askUntil(outside, ip, 10*time.Second))
+	cl.t.Logf("without the range, %s: %s", outside.Name, cl.askUntil(outside, ip, 10*time.Second))
 }
 
 // TestDataPathBGP: over BGP through a real FRR router, with
@@ -304,21 +309,7 @@ func TestDataPathBGP(t *testing.T) {
 		s.Spec.LoadBalancerSourceRanges = []string{netip.PrefixFrom(inside.IPv4.Addr(), 32).String()}
 	})
 	cl.backends("ranged", "node1", "node2", "node3")
-	t.Logf("inside the range, %s: %s", inside.Name, cl.askUntil(inside, ranged, 10*time.Second))
-	for i := range 3 {
-		if body, err := labkit.Get(outside, ranged, time.Second); err == nil {
-			t.Fatalf("try %d: %s (%s, outside the range) was answered: %q", i, outside.Name, outside.IPv4.Addr(), body)
-		}
-	}
-	var s corev1.Service
-	if err := cl.c.Get(cl.ctx, client.ObjectKey{Namespace: "default", Name: "ranged"}, &s); err != nil {
-		t.Fatal(err)
-	}
-	s.Spec.LoadBalancerSourceRanges = nil
-	if err := cl.c.Update(cl.ctx, &s); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("without the range, %s: %s", outside.Name, cl.askUntil(outside, ranged, 10*time.Second))
+	cl.sourceRanges("ranged", ranged, inside, outside)
 }
 
 // TestDataPathHandoverKeepsConnections: a graceful handover of one

@@ -198,18 +198,26 @@ func (l *Lab) health() string {
 
 // WaitHealthy waits until the lab is whole (see health).
 func (l *Lab) WaitHealthy(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+	d, _, err := l.waitHealthy(ctx, timeout)
+	return d, err
+}
+
+// waitHealthy is WaitHealthy, also saying what was missing last.
+func (l *Lab) waitHealthy(ctx context.Context, timeout time.Duration) (time.Duration, string, error) {
 	start := time.Now()
+	last := ""
 	for {
 		why := l.health()
 		if why == "" {
-			return time.Since(start), nil
+			return time.Since(start), last, nil
 		}
+		last = why
 		if time.Since(start) > timeout {
-			return 0, fmt.Errorf("the lab is not whole %s after the start of the wait: %s", timeout, why)
+			return 0, last, fmt.Errorf("the lab is not whole %s after the start of the wait: %s", timeout, why)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, last, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -235,6 +243,8 @@ type Cut struct {
 	NewFlow  string `json:"newFlow"`
 	// Recovered is from restoring the link to the lab being whole again.
 	Recovered time.Duration `json:"recovered"`
+	// LastMissing is what the lab waited for last before it was whole.
+	LastMissing string `json:"lastMissing"`
 }
 
 // Timing of one cut: the clients connect for lead before it and the link
@@ -300,7 +310,7 @@ func (l *Lab) cut(ctx context.Context, node string, owner, flow bool) (Cut, erro
 	if err := restore(); err != nil {
 		return c, err
 	}
-	if c.Recovered, err = l.WaitHealthy(ctx, 60*time.Second); err != nil {
+	if c.Recovered, c.LastMissing, err = l.waitHealthy(ctx, 60*time.Second); err != nil {
 		return c, fmt.Errorf("after restoring %s's link: %w", node, err)
 	}
 	return c, nil
@@ -318,8 +328,8 @@ func (c Cut) String() string {
 	if len(carried) == 0 {
 		carried = append(carried, "carried neither client")
 	}
-	return fmt.Sprintf("%s (%s): LAN client lost %s, then %s answered; routed client lost %s, then via %s; whole again %s after the link came back",
-		c.Node, strings.Join(carried, ", "), c.LANConns, orNobody(c.NewOwner), c.RoutedConns, orNobody(c.NewFlow), c.Recovered.Round(time.Millisecond))
+	return fmt.Sprintf("%s (%s): LAN client lost %s, then %s answered; routed client lost %s, then via %s; whole again %s after the link came back (last missing: %s)",
+		c.Node, strings.Join(carried, ", "), c.LANConns, orNobody(c.NewOwner), c.RoutedConns, orNobody(c.NewFlow), c.Recovered.Round(time.Millisecond), orNobody(c.LastMissing))
 }
 
 func orNobody(s string) string {
