@@ -132,8 +132,14 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := cl.route(); err != nil {
 		return nil, err
 	}
+	// One identity for every node's kube-proxy, as the DaemonSet's
+	// ServiceAccount is.
+	proxyKubeconfig, err := cl.kubeconfig(ctx, "kube-proxy")
+	if err != nil {
+		return nil, err
+	}
 	for _, n := range cfg.Nodes {
-		if err := cl.startProxy(ctx, bin, n); err != nil {
+		if err := cl.startProxy(bin, proxyKubeconfig, n); err != nil {
 			return nil, err
 		}
 	}
@@ -148,9 +154,11 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 
 // check names the missing Debian package of what the mode drives.
 func check(mode string) error {
-	tools := map[string]string{"nft": "nftables", "conntrack": "conntrack", "/usr/lib/cni/ptp": "containernetworking-plugins", "/usr/lib/cni/host-local": "containernetworking-plugins"}
+	tools := map[string]string{"conntrack": "conntrack", "/usr/lib/cni/ptp": "containernetworking-plugins", "/usr/lib/cni/host-local": "containernetworking-plugins"}
 	if mode == IPTables {
-		tools = map[string]string{"iptables-restore": "iptables", "ip6tables-restore": "iptables", "conntrack": "conntrack", "/usr/lib/cni/ptp": "containernetworking-plugins"}
+		tools["iptables-restore"], tools["ip6tables-restore"] = "iptables", "iptables"
+	} else {
+		tools["nft"] = "nftables"
 	}
 	var missing []string
 	for tool, pkg := range tools {
@@ -259,21 +267,27 @@ func (cl *Cluster) run(name string, ns *netlab.Host, path string, args ...string
 // ended, else "".
 func (cl *Cluster) exited(name string) string {
 	for _, p := range cl.procs {
-		if p.name != name {
-			continue
-		}
-		select {
-		case <-p.done:
-			b, _ := os.ReadFile(p.log)
-			return fmt.Sprintf("%s exited (%s); last lines of %s:\n%s", name, p.cmd.ProcessState, p.log, Tail(string(b), 15))
-		default:
+		if p.name == name {
+			return p.ended()
 		}
 	}
 	return ""
 }
 
-// Tail returns the last n lines of s.
-func Tail(s string, n int) string {
+// ended returns the process's state and last log lines if it has ended,
+// else "".
+func (p *proc) ended() string {
+	select {
+	case <-p.done:
+		b, _ := os.ReadFile(p.log)
+		return fmt.Sprintf("%s exited (%s); last lines of %s:\n%s", p.name, p.cmd.ProcessState, p.log, tail(string(b), 15))
+	default:
+		return ""
+	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
@@ -358,16 +372,9 @@ func (cl *Cluster) route() error {
 // PodCIDR returns the pod CIDR node IPAM gave the node.
 func (cl *Cluster) PodCIDR(node string) netip.Prefix { return cl.podCIDRs[node] }
 
-// ProxyMode is the kube-proxies' mode.
-func (cl *Cluster) ProxyMode() string { return cl.cfg.ProxyMode }
-
 // startProxy runs kube-proxy inside the node's namespace, as on the
 // node's host network, as ServiceAccount kube-system/kube-proxy.
-func (cl *Cluster) startProxy(ctx context.Context, bin, node string) error {
-	kc, err := cl.kubeconfig(ctx, "kube-proxy")
-	if err != nil {
-		return err
-	}
+func (cl *Cluster) startProxy(bin, kc, node string) error {
 	// Conntrack limits and timeouts are left as they are (0): they are
 	// the machine's, shared with every other namespace.
 	conf := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -432,7 +439,7 @@ func (cl *Cluster) waitProxy(ctx context.Context, node string, timeout time.Dura
 func (cl *Cluster) Problems() string {
 	var out []string
 	for _, p := range cl.procs {
-		if msg := cl.exited(p.name); msg != "" {
+		if msg := p.ended(); msg != "" {
 			out = append(out, msg)
 		}
 	}
@@ -454,7 +461,7 @@ func (cl *Cluster) Watch(ctx context.Context, every time.Duration, report func(s
 		case <-t.C:
 		}
 		for _, p := range cl.procs {
-			if msg := cl.exited(p.name); msg != "" && !reported[p.name] && cl.ctx.Err() == nil {
+			if msg := p.ended(); msg != "" && !reported[p.name] && cl.ctx.Err() == nil {
 				reported[p.name] = true
 				report(msg)
 			}

@@ -119,7 +119,7 @@ func TestFaults(t *testing.T) {
 		if !strings.Contains(r, "kube-proxy-node2 exited") || !strings.Contains(r, "signal: killed") {
 			t.Errorf("report %q: want kube-proxy-node2, how it ended and its log", r)
 		}
-		t.Logf("%s after the kill: %s", time.Since(killed).Round(time.Millisecond), Tail(r, 3))
+		t.Logf("%s after the kill: %s", time.Since(killed).Round(time.Millisecond), tail(r, 3))
 	case <-time.After(5 * time.Second):
 		t.Fatal("kube-proxy-node2 killed, nothing reported in 5 s")
 	}
