@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Builds the real kube-apiserver, kubectl and etcd binaries used by
-# controller-runtime envtest, and the kube-proxy and kube-controller-manager
-# the lab and the e2e tests run for the real data path, from the Go module
-# proxy (no release tarballs), into bin/k8s/ at the repo root:
+# controller-runtime envtest, the kube-proxy and kube-controller-manager
+# the lab and the e2e tests run for the real data path, and the node parts
+# test/kubelet runs (kubelet, kube-scheduler, containerd v2 with its runc
+# shim and ctr, a pause image), from the Go module proxy (no release
+# tarballs, no registry), into bin/k8s/ at the repo root:
 #
 #   hack/k8s-binaries.sh [--force]
 #   KUBEBUILDER_ASSETS="$PWD/bin/k8s" go test ./...
 #
-# The sources come from two nested wrapper modules with committed go.sum
+# The sources come from nested wrapper modules with committed go.sum
 # files, so builds are reproducible and never touch the main module:
 #   hack/tools/kube  -> cmd/kube-apiserver, cmd/kubectl, cmd/kube-proxy,
-#                       cmd/kube-controller-manager      (k8s.io/kubernetes)
+#                       cmd/kube-controller-manager, cmd/kubelet,
+#                       cmd/kube-scheduler               (k8s.io/kubernetes)
 #   hack/tools/etcd  -> etcd                             (go.etcd.io/etcd/server/v3)
+#   hack/tools/containerd -> containerd, containerd-shim-runc-v2, ctr
+#                                                        (github.com/containerd/containerd/v2)
+#   hack/tools/image -> pause.tar, backend.tar (the pods' sandbox image and the
+#                       lab's backend pods' image)
 #
 # bin/k8s/VERSIONS records what was built; when the binaries exist and it
 # matches the pins below, nothing is rebuilt (a re-run takes about a second).
@@ -26,18 +33,24 @@
 #   go mod edit -replace=k8s.io/api=k8s.io/api@v0.X.Y ...
 #   go mod tidy
 # and for etcd: cd hack/tools/etcd && go mod edit -require=go.etcd.io/etcd/server/v3@v3.A.B && go mod tidy
+# and for containerd: cd hack/tools/containerd && go get github.com/containerd/containerd/v2@v2.C.D && go mod tidy
 set -Eeuo pipefail
 
 # ---- version pins (must match hack/tools/{kube,etcd}/go.mod) ---------------
 KUBE_VERSION=v1.37.0                   # k8s.io/kubernetes
 KUBE_STAGING_VERSION=v0${KUBE_VERSION#v1}  # k8s.io/{api,apiserver,kubectl,...} = v0.37.0
 ETCD_VERSION=v3.6.5                    # go.etcd.io/etcd/server/v3
+CONTAINERD_VERSION=v2.4.2              # github.com/containerd/containerd/v2
+PAUSE_IMAGE=localhost/ironlb-lab/pause:1      # the sandbox image test/kubelet configures
+BACKEND_IMAGE=localhost/ironlb-lab/backend:1  # the lab's backend pods (test/datapath)
 # -----------------------------------------------------------------------------
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${K8S_BIN_DIR:-${ROOT}/bin/k8s}"
 KUBE_MOD="${ROOT}/hack/tools/kube"
 ETCD_MOD="${ROOT}/hack/tools/etcd"
+CTRD_MOD="${ROOT}/hack/tools/containerd"
+IMAGE_MOD="${ROOT}/hack/tools/image"
 FORCE="${K8S_BINARIES_FORCE:-0}"
 
 die() { echo "k8s-binaries: ERROR: $*" >&2; exit 1; }
@@ -46,7 +59,7 @@ trap 'echo "k8s-binaries: ERROR: command failed (exit $?) at line ${LINENO}: ${B
 for arg in "$@"; do
   case "${arg}" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '${arg}' (usage: $0 [--force])" ;;
   esac
 done
@@ -64,17 +77,20 @@ bad_replaces="$(grep -E '=> k8s\.io/[^ ]+ v' "${KUBE_MOD}/go.mod" | grep -Ev " $
   die "hack/tools/kube/go.mod pins staging modules to something other than ${KUBE_STAGING_VERSION}:"$'\n'"${bad_replaces}"
 grep -Eq "^[[:space:]]*(require[[:space:]]+)?go\.etcd\.io/etcd/server/v3 ${ETCD_VERSION}\$" "${ETCD_MOD}/go.mod" ||
   die "hack/tools/etcd/go.mod does not require go.etcd.io/etcd/server/v3 ${ETCD_VERSION} (see 'To bump a version' in $0)"
+grep -Eq "^[[:space:]]*(require[[:space:]]+)?github\.com/containerd/containerd/v2 ${CONTAINERD_VERSION}\$" "${CTRD_MOD}/go.mod" ||
+  die "hack/tools/containerd/go.mod does not require github.com/containerd/containerd/v2 ${CONTAINERD_VERSION} (see 'To bump a version' in $0)"
 
 mkdir -p "${OUT}"
 
-# VERSIONS is "kube <version> etcd <version>"; a group being (re)built is
-# recorded as "none" first so the file never claims a version it doesn't hold.
-rec_kube=none rec_etcd=none
+# VERSIONS is "kube <version> etcd <version> containerd <version>"; a group
+# being (re)built is recorded as "none" first so the file never claims a
+# version it doesn't hold.
+rec_kube=none rec_etcd=none rec_ctrd=none
 if [[ -f "${OUT}/VERSIONS" ]]; then
-  read -r _ rec_kube _ rec_etcd _ <"${OUT}/VERSIONS" || true
-  rec_kube="${rec_kube:-none}" rec_etcd="${rec_etcd:-none}"
+  read -r _ rec_kube _ rec_etcd _ rec_ctrd _ <"${OUT}/VERSIONS" || true
+  rec_kube="${rec_kube:-none}" rec_etcd="${rec_etcd:-none}" rec_ctrd="${rec_ctrd:-none}"
 fi
-write_versions() { echo "kube ${rec_kube} etcd ${rec_etcd}" >"${OUT}/VERSIONS"; }
+write_versions() { echo "kube ${rec_kube} etcd ${rec_etcd} containerd ${rec_ctrd}" >"${OUT}/VERSIONS"; }
 
 now_us() { local t="${EPOCHREALTIME}"; echo "${t/./}"; }
 elapsed() { local us=$(($(now_us) - $1)); printf '%d.%01d' $((us / 1000000)) $((us % 1000000 / 100000)); }
@@ -117,7 +133,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 kube_todo=()
-kube_bins=(kube-apiserver kubectl kube-proxy kube-controller-manager)
+kube_bins=(kube-apiserver kubectl kube-proxy kube-controller-manager kubelet kube-scheduler)
 for name in "${kube_bins[@]}"; do
   if reuse_bin "${name}" "${rec_kube}" "${KUBE_VERSION}"; then
     echo "${name}: reused ${KUBE_VERSION} in 0.0s"
@@ -142,6 +158,31 @@ else
   rec_etcd="${ETCD_VERSION}"; write_versions
 fi
 
+# ---- containerd v2 (the kubelet's runtime) and the pods' pause image --------
+ctrd_bins=(containerd containerd-shim-runc-v2 ctr)
+ctrd_ok=1
+for name in "${ctrd_bins[@]}" pause.tar backend.tar; do
+  [[ -e "${OUT}/${name}" ]] || ctrd_ok=0
+done
+if [[ "${ctrd_ok}" == 1 ]] && reuse_bin containerd "${rec_ctrd}" "${CONTAINERD_VERSION}"; then
+  echo "containerd: reused ${CONTAINERD_VERSION} in 0.0s"
+else
+  rec_ctrd=none; write_versions
+  # No btrfs/devmapper/zfs snapshotters: the lab uses overlayfs, and the
+  # others need cgo and their C headers.
+  ctrd_ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION}"
+  for name in "${ctrd_bins[@]}"; do
+    GOFLAGS="${GOFLAGS} -tags=no_btrfs,no_devmapper,no_zfs" build_bin "${CTRD_MOD}" "github.com/containerd/containerd/v2/cmd/${name}" "${name}" "${ctrd_ldflags}"
+  done
+  for img in pause:"${PAUSE_IMAGE}" backend:"${BACKEND_IMAGE}"; do
+    name="${img%%:*}"
+    build_bin "${IMAGE_MOD}" "./${name}" "${name}" "-s -w"
+    (cd "${IMAGE_MOD}" && go run -mod=readonly . -lab-image "${OUT}/${name}" -out "${OUT}/${name}.tar" -tag "${img#*:}") ||
+      die "assembling the ${name} image from hack/tools/image failed (see output above)"
+  done
+  rec_ctrd="${CONTAINERD_VERSION}"; write_versions
+fi
+
 # ---- verify that the binaries run and report the pinned versions ------------
 # check <expected substring> <command...>
 check() {
@@ -155,5 +196,9 @@ check "Client Version: ${KUBE_VERSION}" "${OUT}/kubectl" version --client
 check "Kubernetes ${KUBE_VERSION}" "${OUT}/kube-proxy" --version
 check "Kubernetes ${KUBE_VERSION}" "${OUT}/kube-controller-manager" --version
 check "etcd Version: ${ETCD_VERSION#v}" "${OUT}/etcd" --version
+check "Kubernetes ${KUBE_VERSION}" "${OUT}/kubelet" --version
+check "Kubernetes ${KUBE_VERSION}" "${OUT}/kube-scheduler" --version
+check "containerd/v2 ${CONTAINERD_VERSION}" "${OUT}/containerd" --version
+check "${CONTAINERD_VERSION}" "${OUT}/ctr" --version
 
 echo "k8s-binaries: ok ($(cat "${OUT}/VERSIONS")); use KUBEBUILDER_ASSETS=${OUT}"

@@ -25,6 +25,9 @@ import (
 const (
 	ServiceCIDRv4 = "10.96.0.0/16"
 	ServiceCIDRv6 = "fd00:10:96::/112"
+	// KubernetesServiceIP is the kubernetes Service's ClusterIP, the
+	// first of ServiceCIDRv4: what pods dial for the API server.
+	KubernetesServiceIP = "10.96.0.1"
 )
 
 // Env is a running API server.
@@ -33,6 +36,8 @@ type Env struct {
 	Client client.Client
 	Scheme *runtime.Scheme
 	env    *envtest.Environment
+	// certDir holds certificates made here instead of by envtest.
+	certDir string
 }
 
 // Root returns the repository root (the folder holding go.mod).
@@ -105,23 +110,38 @@ func Start(t testing.TB) *Env {
 }
 
 // New starts a control plane with the ironlb CRDs; the caller must Stop it.
-func New() (*Env, error) { return start(true, "") }
+func New() (*Env, error) { return start(options{crds: true}) }
 
 // NewBare starts a control plane without the ironlb CRDs (for tests that
 // install them the way an admin would).
-func NewBare() (*Env, error) { return start(false, "") }
+func NewBare() (*Env, error) { return start(options{}) }
 
 // NewOn is New with the API server serving on addr instead of loopback
 // (its certificate names addr), for clients in other network namespaces,
-// such as the kube-proxies of the nodes (test/cluster).
-func NewOn(addr string) (*Env, error) { return start(true, addr) }
+// such as the kube-proxies of the nodes (test/datapath).
+func NewOn(addr string) (*Env, error) { return start(options{crds: true, addr: addr}) }
 
 // NewBareOn is NewBare with the API server serving on addr instead of
 // loopback (its certificate names addr), for clients in other network
 // namespaces, such as containers on a node's host network.
-func NewBareOn(addr string) (*Env, error) { return start(false, addr) }
+func NewBareOn(addr string) (*Env, error) { return start(options{addr: addr}) }
 
-func start(withCRDs bool, addr string) (*Env, error) {
+// NewForKubelets is NewBareOn for a cluster with real kubelets
+// (test/kubelet): the ServiceAccount admission plugin, which envtest turns
+// off, is on, so pods get the token volume a kubelet mounts, and pods must
+// name a ServiceAccount that exists, as in any cluster.
+func NewForKubelets(addr string) (*Env, error) {
+	return start(options{addr: addr, serviceAccounts: true})
+}
+
+type options struct {
+	crds            bool
+	addr            string
+	serviceAccounts bool
+}
+
+func start(o options) (*Env, error) {
+	withCRDs, addr := o.crds, o.addr
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -147,28 +167,52 @@ func start(withCRDs bool, addr string) (*Env, error) {
 		api.SecureServing.Address, api.SecureServing.Port = addr, strconv.Itoa(port)
 	}
 	api.Configure().Set("service-cluster-ip-range", ServiceCIDRv4+","+ServiceCIDRv6)
+	certDir := ""
+	if o.serviceAccounts {
+		api.Configure().Disable("disable-admission-plugins")
+		// Pods dial the kubernetes Service's ClusterIP: the serving
+		// certificate must name it.
+		if certDir, err = os.MkdirTemp("", "ironlb-apiserver-"); err != nil {
+			return nil, err
+		}
+		ips := []net.IP{net.ParseIP(addr), net.ParseIP(KubernetesServiceIP)}
+		if api.SecureServing.CA, err = writeServingCerts(certDir, ips); err != nil {
+			os.RemoveAll(certDir)
+			return nil, err
+		}
+		api.CertDir = certDir
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		// Start may fail after etcd and the API server are up (a CRD
 		// that does not install): stop them, or they outlive the test.
 		_ = env.Stop()
+		if certDir != "" {
+			os.RemoveAll(certDir)
+		}
 		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", bin, err)
 	}
 	cfg.QPS, cfg.Burst = -1, 0
 	s := Scheme()
-	c, err := client.New(cfg, client.Options{Scheme: s})
-	if err != nil {
-		_ = env.Stop()
+	e := &Env{Config: cfg, Scheme: s, env: env, certDir: certDir}
+	if e.Client, err = client.New(cfg, client.Options{Scheme: s}); err != nil {
+		_ = e.Stop()
 		return nil, err
 	}
-	return &Env{Config: cfg, Client: c, Scheme: s, env: env}, nil
+	return e, nil
 }
 
 // KubeConfig returns a kubeconfig for the admin user.
 func (e *Env) KubeConfig() []byte { return e.env.KubeConfig }
 
 // Stop stops the control plane.
-func (e *Env) Stop() error { return e.env.Stop() }
+func (e *Env) Stop() error {
+	err := e.env.Stop()
+	if e.certDir != "" {
+		os.RemoveAll(e.certDir)
+	}
+	return err
+}
 
 // AddUser creates a user with the given groups and returns its config, for
 // RBAC tests.

@@ -22,7 +22,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/ironlb/ironlb/test/apiserver"
 	"github.com/ironlb/ironlb/test/netlab"
+	"github.com/ironlb/ironlb/test/proc"
 )
 
 // Proxy modes of kube-proxy.
@@ -62,6 +62,13 @@ type Config struct {
 	// ServiceCIDR is the API server's Service range (the default is
 	// apiserver's IPv4 one).
 	ServiceCIDR netip.Prefix
+	// Workloads runs what real kubelets' pods need (test/kubelet): the
+	// Deployment, ReplicaSet and DaemonSet controllers, the ServiceAccount,
+	// root CA publisher and node lifecycle controllers (every node must
+	// then run a kubelet), kube-scheduler, and routes from
+	// this host (the control plane) to the pod CIDRs, so pods reach the
+	// API server through the kubernetes Service.
+	Workloads bool
 }
 
 // Cluster is the running data path.
@@ -69,7 +76,7 @@ type Cluster struct {
 	cfg      Config
 	c        client.Client
 	podCIDRs map[string]netip.Prefix
-	procs    []*proc
+	procs    []*proc.Proc
 	// ctx ends when Close begins: what stops after is being stopped.
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -77,13 +84,6 @@ type Cluster struct {
 
 	mu   sync.Mutex
 	pods map[string]*Pod // by namespace/name
-}
-
-// proc is a control-plane or node process we started.
-type proc struct {
-	name, log string
-	cmd       *exec.Cmd
-	done      chan struct{}
 }
 
 // Start runs kube-controller-manager, waits for every node's pod CIDR,
@@ -132,6 +132,11 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	if err := cl.route(); err != nil {
 		return nil, err
 	}
+	if cfg.Workloads {
+		if err := cl.startScheduler(ctx, bin); err != nil {
+			return nil, err
+		}
+	}
 	// One identity for every node's kube-proxy, as the DaemonSet's
 	// ServiceAccount is.
 	proxyKubeconfig, err := cl.kubeconfig(ctx, "kube-proxy")
@@ -173,14 +178,14 @@ func check(mode string) error {
 	return nil
 }
 
-// binaries returns the folder holding kube-proxy and
-// kube-controller-manager, or which make target builds them.
+// binaries returns the folder holding kube-proxy, kube-controller-manager
+// and kube-scheduler, or which make target builds them.
 func binaries() (string, error) {
 	dir, err := apiserver.BinDir()
 	if err != nil {
 		return "", err
 	}
-	for _, b := range []string{"kube-proxy", "kube-controller-manager"} {
+	for _, b := range []string{"kube-proxy", "kube-controller-manager", "kube-scheduler"} {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			return "", fmt.Errorf("%s not found in %s: run `make k8s-binaries` (it builds it from source)", b, dir)
 		}
@@ -196,13 +201,15 @@ func (cl *Cluster) grant(ctx context.Context) error {
 	for _, b := range []struct{ sa, role string }{
 		{"kube-proxy", "system:node-proxier"},
 		{"kube-controller-manager", "system:kube-controller-manager"},
+		{"kube-scheduler", "system:kube-scheduler"},
+		{"kube-scheduler", "system:volume-scheduler"},
 	} {
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: b.sa}}
 		if err := cl.c.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("serviceaccount kube-system/%s: %w", b.sa, err)
 		}
 		crb := &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "lab:" + b.sa},
+			ObjectMeta: metav1.ObjectMeta{Name: "lab:" + b.sa + ":" + strings.TrimPrefix(b.role, "system:")},
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: b.role},
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: metav1.NamespaceSystem, Name: b.sa}},
 		}
@@ -232,33 +239,42 @@ func (cl *Cluster) startControllerManager(ctx context.Context, bin string) error
 	if err != nil {
 		return err
 	}
+	controllers := "endpointslice-controller,node-ipam-controller"
+	if cl.cfg.Workloads {
+		// The node lifecycle controller lifts the not-ready taint a
+		// kubelet registers with, and marks nodes whose kubelet stops.
+		controllers += ",deployment-controller,replicaset-controller,daemonset-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller"
+	}
 	return cl.run("kube-controller-manager", nil, filepath.Join(bin, "kube-controller-manager"),
 		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,
-		"--controllers=endpointslice-controller,node-ipam-controller",
+		"--controllers="+controllers,
 		"--use-service-account-credentials", "--leader-elect=false", "--secure-port=0",
 		"--allocate-node-cidrs", "--cluster-cidr="+cl.cfg.ClusterCIDR.String(), "--node-cidr-mask-size=24",
 		"--service-cluster-ip-range="+cl.cfg.ServiceCIDR.String(), "--v=2")
 }
 
-// run starts a process (inside namespace ns if not nil) logging to Dir.
-func (cl *Cluster) run(name string, ns *netlab.Host, path string, args ...string) error {
-	log, err := os.Create(filepath.Join(cl.cfg.Dir, name+".log"))
+// startScheduler runs kube-scheduler on this machine, the control plane
+// host, as ServiceAccount kube-system/kube-scheduler.
+func (cl *Cluster) startScheduler(ctx context.Context, bin string) error {
+	kc, err := cl.kubeconfig(ctx, "kube-scheduler")
 	if err != nil {
 		return err
 	}
+	return cl.run("kube-scheduler", nil, filepath.Join(bin, "kube-scheduler"),
+		"--kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc,
+		"--leader-elect=false", "--secure-port=0", "--v=2")
+}
+
+// run starts a process (inside namespace ns if not nil) logging to Dir.
+func (cl *Cluster) run(name string, ns *netlab.Host, path string, args ...string) error {
 	argv := append([]string{path}, args...)
 	if ns != nil {
 		argv = append([]string{"ip", "netns", "exec", ns.Name}, argv...)
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return fmt.Errorf("start %s: %w", name, err)
+	p, err := proc.Start(name, filepath.Join(cl.cfg.Dir, name+".log"), nil, argv...)
+	if err != nil {
+		return err
 	}
-	p := &proc{name: name, log: log.Name(), cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); log.Close(); close(p.done) }()
 	cl.procs = append(cl.procs, p)
 	return nil
 }
@@ -267,32 +283,11 @@ func (cl *Cluster) run(name string, ns *netlab.Host, path string, args ...string
 // ended, else "".
 func (cl *Cluster) exited(name string) string {
 	for _, p := range cl.procs {
-		if p.name == name {
-			return p.ended()
+		if p.Name == name {
+			return p.Ended()
 		}
 	}
 	return ""
-}
-
-// ended returns the process's state and last log lines if it has ended,
-// else "".
-func (p *proc) ended() string {
-	select {
-	case <-p.done:
-		b, _ := os.ReadFile(p.log)
-		return fmt.Sprintf("%s exited (%s); last lines of %s:\n%s", p.name, p.cmd.ProcessState, p.log, tail(string(b), 15))
-	default:
-		return ""
-	}
-}
-
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // waitPodCIDRs waits until node IPAM has given every node a pod CIDR.
@@ -352,6 +347,18 @@ func (cl *Cluster) waitPodCIDRs(ctx context.Context, timeout time.Duration) erro
 func (cl *Cluster) route() error {
 	for _, n := range cl.cfg.Nodes {
 		h := cl.cfg.Lab.Hosts[n]
+		if cl.cfg.Workloads {
+			// This host's link into the LAN takes these routes with it.
+			if _, err := netlab.Run("ip", "route", "replace", cl.podCIDRs[n].String(), "via", h.IPv4.Addr().String()); err != nil {
+				return err
+			}
+			// A hostNetwork pod's connection to a ClusterIP needs a
+			// route before kube-proxy rewrites it; nodes here have no
+			// default route.
+			if _, err := h.In("ip", "route", "replace", cl.cfg.ServiceCIDR.String(), "dev", h.Link); err != nil {
+				return err
+			}
+		}
 		for _, s := range []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.default.send_redirects=0", "net.ipv4.conf." + h.Link + ".send_redirects=0"} {
 			if _, err := h.In("sysctl", "-qw", s); err != nil {
 				return err
@@ -439,7 +446,7 @@ func (cl *Cluster) waitProxy(ctx context.Context, node string, timeout time.Dura
 func (cl *Cluster) Problems() string {
 	var out []string
 	for _, p := range cl.procs {
-		if msg := p.ended(); msg != "" {
+		if msg := p.Ended(); msg != "" {
 			out = append(out, msg)
 		}
 	}
@@ -461,8 +468,8 @@ func (cl *Cluster) Watch(ctx context.Context, every time.Duration, report func(s
 		case <-t.C:
 		}
 		for _, p := range cl.procs {
-			if msg := p.ended(); msg != "" && !reported[p.name] && cl.ctx.Err() == nil {
-				reported[p.name] = true
+			if msg := p.Ended(); msg != "" && !reported[p.Name] && cl.ctx.Err() == nil {
+				reported[p.Name] = true
 				report(msg)
 			}
 		}
@@ -486,12 +493,6 @@ func (cl *Cluster) Close() {
 		p.teardown()
 	}
 	for _, p := range slices.Backward(cl.procs) {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
+		p.Stop(5 * time.Second)
 	}
 }

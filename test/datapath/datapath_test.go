@@ -12,6 +12,7 @@ import (
 	"github.com/ironlb/ironlb/test/apiserver"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
+	"github.com/ironlb/ironlb/test/proc"
 )
 
 // This package's LAN: not the one of test/e2e's data-path bed or of
@@ -106,20 +107,20 @@ func TestFaults(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go cl.Watch(wctx, 100*time.Millisecond, func(r string) { reports <- r })
-	var proxy *proc
+	var proxy *proc.Proc
 	for _, p := range cl.procs {
-		if p.name == "kube-proxy-node2" {
+		if p.Name == "kube-proxy-node2" {
 			proxy = p
 		}
 	}
 	killed := time.Now()
-	_ = proxy.cmd.Process.Kill()
+	proxy.Kill()
 	select {
 	case r := <-reports:
 		if !strings.Contains(r, "kube-proxy-node2 exited") || !strings.Contains(r, "signal: killed") {
 			t.Errorf("report %q: want kube-proxy-node2, how it ended and its log", r)
 		}
-		t.Logf("%s after the kill: %s", time.Since(killed).Round(time.Millisecond), tail(r, 3))
+		t.Logf("%s after the kill: %s", time.Since(killed).Round(time.Millisecond), proc.Tail(r, 3))
 	case <-time.After(5 * time.Second):
 		t.Fatal("kube-proxy-node2 killed, nothing reported in 5 s")
 	}

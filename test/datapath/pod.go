@@ -49,10 +49,13 @@ type PodSpec struct {
 type Pod struct {
 	Namespace, Name, Node string
 	IP                    netip.Addr
-	// Host is the pod's network namespace (to dial from inside the pod).
+	// Host is the pod's network namespace (to dial from inside the pod);
+	// nil for a pod a real kubelet runs.
 	Host *netlab.Host
 
-	cl    *Cluster
+	cl *Cluster
+	// real: a real kubelet runs it (Config.Workloads).
+	real  bool
 	ready atomic.Bool
 	// probe is the kubelet's last readiness probe result.
 	probe  atomic.Value // string
@@ -92,11 +95,17 @@ func (a Answer) String() string {
 // plugs it into the node with the CNI ptp plugin and an address from the
 // node's pod CIDR (host-local IPAM), starts its backend (ready) and hands
 // it to the lab kubelet, which writes its status from its readiness probe.
+//
+// With Config.Workloads, the node's real kubelet runs it instead, from
+// BackendImage.
 func (cl *Cluster) AddPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) {
 	node, ok := cl.cfg.Lab.Hosts[spec.Node]
 	cidr, hasCIDR := cl.podCIDRs[spec.Node]
 	if !ok || !hasCIDR {
 		return nil, fmt.Errorf("pod %s/%s: node %q is not one of the cluster's (%s)", spec.Namespace, spec.Name, spec.Node, strings.Join(cl.cfg.Nodes, ", "))
+	}
+	if cl.cfg.Workloads {
+		return cl.addRealPod(ctx, spec)
 	}
 	obj := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: spec.Namespace, Name: spec.Name, Labels: spec.Labels},
@@ -158,9 +167,7 @@ type cniResult struct {
 // runtime would: a veth pair between pod and node, the pod's address and
 // default route, the node's route to the pod.
 func (p *Pod) plug(node *netlab.Host, cidr netip.Prefix) error {
-	state := filepath.Join(p.cl.cfg.Dir, "cni", node.Name)
-	p.cniIn = fmt.Sprintf(`{"cniVersion":"1.0.0","name":"lab","type":"ptp","ipMasq":false,`+
-		`"ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":%q}}`, cidr.String(), state)
+	p.cniIn = `{"cniVersion":"1.0.0","name":"lab",` + p.cl.ptp(node.Name, cidr)[1:]
 	p.cniEnv = []string{"CNI_CONTAINERID=" + p.Host.Name, "CNI_NETNS=/run/netns/" + p.Host.Name, "CNI_IFNAME=eth0", "CNI_PATH=/usr/lib/cni"}
 	out, err := p.cni(node, "ADD")
 	if err != nil {
@@ -176,6 +183,22 @@ func (p *Pod) plug(node *netlab.Host, cidr netip.Prefix) error {
 	}
 	p.IP, p.Host.IPv4 = addr.Addr(), addr
 	return nil
+}
+
+// ptp is the CNI ptp plugin's configuration for pods on node: one
+// host-local allocator per node, shared by the pods we plug and those a
+// real kubelet's containerd plugs (CNIConfig).
+func (cl *Cluster) ptp(node string, cidr netip.Prefix) string {
+	return fmt.Sprintf(`{"type":"ptp","ipMasq":false,`+
+		`"ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}],"dataDir":%q}}`,
+		cidr.String(), filepath.Join(cl.cfg.Dir, "cni", node))
+}
+
+// CNIConfig is the network configuration list a container runtime on
+// node (test/kubelet's containerd) plugs its pods in with: the same
+// network as the pods AddPod makes.
+func (cl *Cluster) CNIConfig(node string) []byte {
+	return []byte(`{"cniVersion":"1.0.0","name":"lab","plugins":[` + cl.ptp(node, cl.podCIDRs[node]) + `]}`)
 }
 
 func (p *Pod) cni(node *netlab.Host, command string) ([]byte, error) {
@@ -222,12 +245,20 @@ func (p *Pod) serve() error {
 
 // SetReady makes the backend's readiness probe pass or fail; the lab
 // kubelet sees it within a probe period.
-func (p *Pod) SetReady(ready bool) { p.ready.Store(ready) }
+func (p *Pod) SetReady(ready bool) {
+	p.ready.Store(ready)
+	if p.real {
+		p.setReal(ready)
+	}
+}
 
 // Delete deletes the pod as the API server and a kubelet do together: the
 // delete request marks it terminating, the kubelet stops the backend,
 // unplugs and removes the namespace, then removes the object.
 func (p *Pod) Delete(ctx context.Context) error {
+	if p.real {
+		return p.deleteReal(ctx)
+	}
 	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name}}
 	if err := p.cl.c.Delete(ctx, obj); err != nil {
 		return fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err)
@@ -243,6 +274,14 @@ func (p *Pod) Delete(ctx context.Context) error {
 // namespace (once).
 func (p *Pod) teardown() {
 	p.once.Do(func() {
+		if p.real {
+			// Its kubelet stops it; Close of its test/kubelet node ends
+			// what is left.
+			p.cl.mu.Lock()
+			delete(p.cl.pods, p.Namespace+"/"+p.Name)
+			p.cl.mu.Unlock()
+			return
+		}
 		if p.cancel != nil {
 			p.cancel()
 			<-p.done

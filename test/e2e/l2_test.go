@@ -72,7 +72,7 @@ func newCluster(t *testing.T, nodes ...string) *cluster { return newBed(t, bed{}
 
 // bed is how an e2e cluster differs from the default one.
 type bed struct {
-	// proxyMode, if set, runs the real data path (test/cluster):
+	// proxyMode, if set, runs the real data path (test/datapath):
 	// kube-controller-manager, a kube-proxy per node in this mode, and
 	// Pods on the nodes; the API server then serves on the LAN (at
 	// dataPathAPI), as kube-proxy on a node needs.

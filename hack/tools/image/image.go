@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -168,4 +169,38 @@ func tarOf(files []file, epoch time.Time) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// LabImage is an image of the lab's own (test/kubelet): one static binary
+// alone, at /NAME, its entrypoint, run as 65535 as upstream's pause is. The
+// pods' sandbox image (pause) and the backend pods' image are such.
+func LabImage(arch, binary string, epoch time.Time) (v1.Image, error) {
+	data, err := os.ReadFile(binary)
+	if err != nil {
+		return nil, fmt.Errorf("lab image binary: %w", err)
+	}
+	entry := "/" + filepath.Base(binary)
+	tarData, err := tarOf([]file{{name: entry, mode: 0o755, data: data}}, epoch)
+	if err != nil {
+		return nil, err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(tarData)), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		return nil, err
+	}
+	created := v1.Time{Time: epoch.UTC()}
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	if img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer, History: v1.History{Created: created, CreatedBy: "hack/tools/image: " + entry}}); err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Architecture, cf.OS, cf.Created = arch, "linux", created
+	cf.Config = v1.Config{User: "65535:65535", Entrypoint: []string{entry}, WorkingDir: "/"}
+	return mutate.ConfigFile(img, cf)
 }

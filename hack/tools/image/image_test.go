@@ -338,3 +338,34 @@ func TestPush(t *testing.T) {
 		t.Fatalf("the pushed index does not validate: %v", err)
 	}
 }
+
+// TestLabImage: the lab's one-binary images run it as their entrypoint, as
+// 65535, and are the same bytes from the same binary.
+func TestLabImage(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "pause")
+	if err := os.WriteFile(bin, []byte("\x7fELF not really"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var digests []v1.Hash
+	for range 2 {
+		img, err := LabImage("amd64", bin, time.Unix(1700000000, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cf.Config.Entrypoint; !slices.Equal(got, []string{"/pause"}) || cf.Config.User != "65535:65535" {
+			t.Fatalf("entrypoint %v user %q; want [/pause] 65535:65535", got, cf.Config.User)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests = append(digests, d)
+	}
+	if digests[0] != digests[1] {
+		t.Fatalf("two builds, two digests: %v", digests)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -45,9 +46,12 @@ func main() {
 	epoch := flag.Int64("epoch", 0, "seconds since 1970 of the commit: every time in the image")
 	ca := flag.String("ca", "/etc/ssl/certs/ca-certificates.crt", "CA bundle to ship")
 	push := flag.String("push", "", "push the layout in -out to this reference instead of building")
+	labImage := flag.String("lab-image", "", "instead: an image of the lab's from this one binary (its sandbox's pause, its backend), as a docker archive at -out named -tag")
 	flag.Parse()
 	var err error
-	if *push != "" {
+	if *labImage != "" {
+		err = writeLabImage(*labImage, *out, *tag, time.Unix(*epoch, 0))
+	} else if *push != "" {
 		err = pushLayout(filepath.Join(*out, "oci"), *push)
 	} else {
 		err = build(*root, *bin, *out, *tag, *ca, *version, *revision, time.Unix(*epoch, 0))
@@ -119,6 +123,31 @@ func build(root, bin, out, tag, ca, version, revision string, epoch time.Time) e
 		return err
 	}
 	fmt.Printf("OCI layout %s, index %s\n", filepath.Join(out, "oci"), d)
+	return nil
+}
+
+// writeLabImage writes a LabImage for this machine's platform as a docker
+// archive that test/kubelet's containerd imports.
+func writeLabImage(binary, out, tag string, epoch time.Time) error {
+	ref, err := name.NewTag(tag)
+	if err != nil {
+		return fmt.Errorf("-tag %q: %w", tag, err)
+	}
+	img, err := LabImage(runtime.GOARCH, binary, epoch)
+	if err != nil {
+		return err
+	}
+	if err := tarball.WriteToFile(out, ref, img); err != nil {
+		return err
+	}
+	// What ctr will read: the archive as written.
+	written, err := tarball.ImageFromPath(out, &ref)
+	if err != nil {
+		return err
+	}
+	if err := validate.Image(written); err != nil {
+		return fmt.Errorf("the written image %s is not valid: %w", out, err)
+	}
 	return nil
 }
 

@@ -1,0 +1,162 @@
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// WaitWorkloads waits until every DaemonSet in namespace has a ready pod
+// on each of its scheduled nodes and every Deployment all its replicas
+// ready, and returns how long that took; on timeout the error says, per
+// pod that is not ready, why (Diagnose).
+func WaitWorkloads(ctx context.Context, c client.Client, namespace string, nodes map[string]*Node, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for {
+		var ds appsv1.DaemonSetList
+		var dep appsv1.DeploymentList
+		if err := c.List(ctx, &ds, client.InNamespace(namespace)); err != nil {
+			return 0, err
+		}
+		if err := c.List(ctx, &dep, client.InNamespace(namespace)); err != nil {
+			return 0, err
+		}
+		var state []string
+		done := len(ds.Items)+len(dep.Items) > 0
+		for _, d := range ds.Items {
+			want := d.Status.DesiredNumberScheduled
+			state = append(state, fmt.Sprintf("DaemonSet %s: %d of %d ready", d.Name, d.Status.NumberReady, want))
+			done = done && want == int32(len(nodes)) && d.Status.NumberReady == want
+		}
+		for _, d := range dep.Items {
+			want := int32(1)
+			if d.Spec.Replicas != nil {
+				want = *d.Spec.Replicas
+			}
+			state = append(state, fmt.Sprintf("Deployment %s: %d of %d ready", d.Name, d.Status.ReadyReplicas, want))
+			done = done && d.Status.ReadyReplicas == want
+		}
+		if done {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > timeout || ctx.Err() != nil {
+			return 0, fmt.Errorf("the pods of namespace %s not ready after %s: %s\n%s", namespace, timeout, strings.Join(state, "; "), Diagnose(ctx, c, namespace, nodes))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Diagnose says, for each pod of namespace that is not ready or has
+// restarted (a liveness probe that fails restarts a container that may be
+// ready again between restarts), where it
+// came from (its owner and container, the chart's workload), what its
+// containers' state and last termination were, what the kubelet reported
+// (Unhealthy, BackOff, Failed events) and its last log lines; and which
+// node component has stopped. "" if all is well.
+func Diagnose(ctx context.Context, c client.Client, namespace string, nodes map[string]*Node) string {
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, client.InNamespace(namespace)); err != nil {
+		return err.Error()
+	}
+	var events corev1.EventList
+	_ = c.List(ctx, &events, client.InNamespace(namespace))
+	var out []string
+	for _, p := range pods.Items {
+		if podReady(&p) && restarts(&p) == 0 {
+			continue
+		}
+		owner := ownerOf(ctx, c, &p)
+		lines := []string{fmt.Sprintf("pod %s/%s (%s) on node %q: %s", p.Namespace, p.Name, owner, p.Spec.NodeName, p.Status.Phase)}
+		for _, cond := range p.Status.Conditions {
+			if cond.Status != corev1.ConditionTrue && cond.Message != "" {
+				lines = append(lines, fmt.Sprintf("  %s: %s", cond.Type, cond.Message))
+			}
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			lines = append(lines, fmt.Sprintf("  container %s: %s, %d restarts%s", cs.Name, stateOf(cs.State), cs.RestartCount, lastOf(cs.LastTerminationState)))
+		}
+		for _, e := range events.Items {
+			// No DNS server runs in the lab: every pod gets that one.
+			if e.InvolvedObject.UID == p.UID && e.Type == corev1.EventTypeWarning && e.Reason != "MissingClusterDNS" {
+				lines = append(lines, fmt.Sprintf("  event %s (x%d): %s", e.Reason, max(e.Count, 1), e.Message))
+			}
+		}
+		if n, ok := nodes[p.Spec.NodeName]; ok {
+			lines = append(lines, indent(n.PodLogs(p.Namespace, p.Name, 5)))
+		}
+		out = append(out, strings.Join(lines, "\n"))
+	}
+	names := make([]string, 0, len(nodes))
+	for name := range nodes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if msg := nodes[name].Problems(); msg != "" {
+			out = append(out, "node "+name+": "+msg)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// ownerOf names the workload a pod belongs to: its DaemonSet, or the
+// Deployment of its ReplicaSet.
+func ownerOf(ctx context.Context, c client.Client, p *corev1.Pod) string {
+	if len(p.OwnerReferences) == 0 {
+		return "no owner"
+	}
+	ref := p.OwnerReferences[0]
+	if ref.Kind == "ReplicaSet" {
+		var rs appsv1.ReplicaSet
+		if err := c.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: ref.Name}, &rs); err == nil && len(rs.OwnerReferences) > 0 {
+			ref = rs.OwnerReferences[0]
+		}
+	}
+	return ref.Kind + "/" + ref.Name
+}
+
+func restarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, cs := range p.Status.ContainerStatuses {
+		n += cs.RestartCount
+	}
+	return n
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func stateOf(s corev1.ContainerState) string {
+	switch {
+	case s.Running != nil:
+		return "running since " + s.Running.StartedAt.Format(time.TimeOnly)
+	case s.Waiting != nil:
+		return fmt.Sprintf("waiting (%s: %s)", s.Waiting.Reason, s.Waiting.Message)
+	case s.Terminated != nil:
+		return fmt.Sprintf("terminated (%s, exit %d: %s)", s.Terminated.Reason, s.Terminated.ExitCode, strings.TrimSpace(s.Terminated.Message))
+	}
+	return "not started"
+}
+
+func lastOf(s corev1.ContainerState) string {
+	if s.Terminated == nil {
+		return ""
+	}
+	return fmt.Sprintf("; last ended %s, exit %d", s.Terminated.Reason, s.Terminated.ExitCode)
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}
