@@ -12,8 +12,8 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BUILD_TAGS := grpcnotrace
 export KUBEBUILDER_ASSETS := $(CURDIR)/bin/k8s
 
-# lab: the chart's pods from the image in podman (lab -processes: the
-# binaries as host processes instead).
+# lab: the chart's pods from the image on real kubelets (containerd v2)
+# on every node (lab -processes: the binaries as host processes instead).
 lab: deps k8s-binaries helm build image
 	$(GO) run ./lab
 

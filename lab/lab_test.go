@@ -100,7 +100,7 @@ func TestLab(t *testing.T) {
 		t.Fatal("the lab is not up after 15 minutes")
 	}
 	for _, want := range []string{"a BGPPeer with BFDProfile fast", "one eBGP neighbor with BFD per node", "make lab-failover",
-		"the controller runs from the image with the chart's Deployment pod spec", "the speaker on node3 runs from the image",
+		"the kubelets run the chart's pods from the image", "(DaemonSet/ironlb-speaker) on node3", "(Deployment/ironlb-controller) on node",
 		"kube-proxy is healthy on every node", "listed them ready in the Service's EndpointSlice", "the path: ", "DNATed it to the pod"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the lab's output lacks %q", want)

@@ -1,7 +1,10 @@
 // Command lab runs ironlb for real on a machine with no cluster: a real
-// kube-apiserver and etcd with the chart installed, the controller and one
-// speaker per "node" as their own processes under the chart's
-// ServiceAccounts, nodes, a client and an FRR router as network namespaces
+// kube-apiserver and etcd with the chart installed, kube-controller-manager,
+// kube-scheduler, and per node (a network namespace) a kube-proxy, a
+// containerd and a kubelet that run the chart's speaker DaemonSet and
+// controller Deployment as real pods from the image (with -processes: the
+// controller and one speaker per node as host processes under the chart's
+// ServiceAccounts), a client and an FRR router as network namespaces
 // on one LAN, a second client behind the router, and two LoadBalancer
 // Services: one the LAN client reaches over layer 2, one the client behind
 // the router reaches over BGP. It stays up until Ctrl-C (or exits at once
@@ -26,7 +29,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -36,9 +38,9 @@ import (
 	"github.com/ironlb/ironlb/test/apiserver"
 	"github.com/ironlb/ironlb/test/datapath"
 	"github.com/ironlb/ironlb/test/frr"
+	"github.com/ironlb/ironlb/test/kubelet"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
-	"github.com/ironlb/ironlb/test/podman"
 )
 
 const (
@@ -54,13 +56,13 @@ var nodes = []string{"node1", "node2", "node3"}
 func main() {
 	oneshot := flag.Bool("oneshot", false, "tear down as soon as the client reached the Service (for tests)")
 	down := flag.Bool("down", false, "only remove leftovers of an earlier lab")
-	processes := flag.Bool("processes", false, "run the controller and speakers as host processes, not the chart's pods from the image in podman")
+	processes := flag.Bool("processes", false, "run the controller and speakers as host processes, not the chart's pods from the image on real kubelets")
 	failover := flag.Bool("failover", false, "start no lab: cut node links in the running one and print each client's outage")
 	runs := flag.Int("runs", 1, "with -failover: how many times")
 	flag.Parse()
 	if *down {
 		if root, err := apiserver.Root(); err == nil {
-			removeContainers(filepath.Join(root, "bin", "lab", "podman"))
+			sweepNodes(filepath.Join(root, "bin", "lab", "nodes"))
 		}
 		netlab.Cleanup(nsPrefix)
 		return
@@ -136,35 +138,28 @@ func run(oneshot, fromImage bool) error {
 	}
 	defer router.Close()
 
-	var pm *podman.Podman
-	image := ""
+	image, archive := "", ""
+	nodesDir := filepath.Join(dir, "nodes")
 	if fromImage {
-		archive := filepath.Join(root, "bin", "image", "ironlb-linux-"+goruntime.GOARCH+".tar")
-		if err := podman.Check(); err != nil {
+		archive = filepath.Join(root, "bin", "image", "ironlb-linux-"+goruntime.GOARCH+".tar")
+		if err := kubelet.Check(); err != nil {
 			return fmt.Errorf("%w (or run the lab with -processes)", err)
 		}
-		if _, err := os.Stat(archive); err != nil {
+		if image, err = kubelet.ArchiveTag(archive); err != nil {
 			return fmt.Errorf("%w: run `make image` (`make lab` does), or the lab with -processes", err)
 		}
-		store := filepath.Join(dir, "podman")
-		removeContainers(store) // a killed lab's
-		if err := os.MkdirAll(store, 0o755); err != nil {
-			return err
-		}
-		if pm, err = podman.New(store); err != nil {
-			return err
-		}
-		defer pm.Close()
-		step("loading the image %s into podman (store %s)", archive, store)
-		if image, err = pm.Load(archive); err != nil {
-			return err
-		}
+		sweepNodes(nodesDir) // a killed lab's
+		_ = os.RemoveAll(nodesDir)
 	}
 	if err := lab.AttachThisHost(apiAddr); err != nil {
 		return err
 	}
 	step("starting kube-apiserver and etcd (bin/k8s) on %s, on the LAN as a control-plane host", apiAddr.Addr())
-	env, err := apiserver.NewBareOn(apiAddr.Addr().String())
+	newAPIServer := apiserver.NewBareOn
+	if fromImage {
+		newAPIServer = apiserver.NewForKubelets
+	}
+	env, err := newAPIServer(apiAddr.Addr().String())
 	if err != nil {
 		return err
 	}
@@ -191,8 +186,7 @@ func run(oneshot, fromImage bool) error {
 	if err != nil {
 		return err
 	}
-	objs, err := apiserver.Apply(ctx, c, manifest)
-	if err != nil {
+	if _, err := apiserver.Apply(ctx, c, manifest); err != nil {
 		return err
 	}
 	if err := waitCRDs(ctx, env); err != nil {
@@ -203,8 +197,12 @@ func run(oneshot, fromImage bool) error {
 			return err
 		}
 	}
-	step("starting kube-controller-manager (EndpointSlices from Pods, the nodes' pod CIDRs) and a kube-proxy per node (nftables mode, in the node's namespace, as system:node-proxier)")
-	dp, err := datapath.Start(ctx, datapath.Config{Env: env, Lab: lab, Nodes: nodes, Dir: filepath.Join(dir, "datapath")})
+	if fromImage {
+		step("starting kube-controller-manager (EndpointSlices, the nodes' pod CIDRs, Deployments, DaemonSets, node lifecycle), kube-scheduler, and a kube-proxy per node (nftables mode, in the node's namespace, as system:node-proxier)")
+	} else {
+		step("starting kube-controller-manager (EndpointSlices from Pods, the nodes' pod CIDRs) and a kube-proxy per node (nftables mode, in the node's namespace, as system:node-proxier)")
+	}
+	dp, err := datapath.Start(ctx, datapath.Config{Env: env, Lab: lab, Nodes: nodes, Dir: filepath.Join(dir, "datapath"), Workloads: fromImage})
 	if err != nil {
 		return err
 	}
@@ -218,10 +216,15 @@ func run(oneshot, fromImage bool) error {
 	step("kube-proxy is healthy on every node; pod CIDRs %s, routed between the nodes", strings.Join(cidrs, ", "))
 	logs := "Logs: " + dir
 	if fromImage {
-		if err := startPods(ctx, pm, env, objs, lab); err != nil {
+		running, stop, err := startNodes(ctx, env, dp, lab, nodesDir, archive)
+		defer stop()
+		if err != nil {
 			return err
 		}
-		logs = fmt.Sprintf("Logs: CONTAINERS_STORAGE_CONF=%s/storage.conf podman logs ironlb-controller (or ironlb-speaker-node1, ...); FRR: %s", pm.Dir, router.Dir)
+		logs = fmt.Sprintf("Logs: pods' in %s/NODE/pods, kubelet's and containerd's in %s/NODE/logs; FRR: %s", nodesDir, nodesDir, router.Dir)
+		// A pod that restarts or turns unready later is said at once,
+		// with why; the kubelets restart it.
+		go kubelet.Watch(ctx, c, labNamespace, running, time.Second, func(r string) { fmt.Fprintln(os.Stderr, "lab: "+r) })
 	} else {
 		stop, err := startProcesses(ctx, env, root, dir, lab)
 		defer stop()
@@ -338,42 +341,52 @@ func runFailover(runs int) error {
 	return nil
 }
 
-// startPods runs the chart's controller Deployment and speaker DaemonSet
-// from the image in podman, one speaker per node with the node's network
-// namespace as its host network, as a kubelet would run them.
-func startPods(ctx context.Context, pm *podman.Podman, env *apiserver.Env, objs []*unstructured.Unstructured, lab *netlab.Lab) error {
-	specs, err := podman.PodSpecs(objs)
-	if err != nil {
-		return err
-	}
-	cl := podman.Cluster{Client: env.Client, Host: env.Config.Host, CA: env.Config.CAData,
-		Token: func(ctx context.Context, namespace, name string) (string, error) {
-			cfg, _, err := env.ServiceAccount(ctx, namespace, name)
-			if err != nil {
-				return "", err
-			}
-			return cfg.BearerToken, nil
-		}}
-	ready, err := pm.RunPod(ctx, cl, labNamespace, specs["Deployment/ironlb-controller"], podman.Pod{Name: "ironlb-controller", Network: "host"}, podman.HTTPGet)
-	if err != nil {
-		return err
-	}
-	step("the controller runs from the image with the chart's Deployment pod spec (podman, ServiceAccount %s/ironlb-controller): ready in %s", labNamespace, ready.Round(time.Millisecond))
-	watched := map[string]string{"ironlb-controller": "Deployment/ironlb-controller container " + specs["Deployment/ironlb-controller"].Containers[0].Name}
-	for _, n := range nodes {
-		h := lab.Hosts[n]
-		ready, err := pm.RunPod(ctx, cl, labNamespace, specs["DaemonSet/ironlb-speaker"],
-			podman.Pod{Name: "ironlb-speaker-" + n, Network: "ns:/run/netns/" + h.Name, Fields: map[string]string{"spec.nodeName": n}}, podman.GetInNS(h.Name))
-		if err != nil {
-			return err
+// startNodes runs a real node (containerd, kubelet) on every lab node,
+// with the image loaded, and waits for the chart's DaemonSet and
+// Deployment, which the scheduler and the kubelets then run, to be ready.
+// stop ends the nodes.
+func startNodes(ctx context.Context, env *apiserver.Env, dp *datapath.Cluster, lab *netlab.Lab, dir, archive string) (map[string]*kubelet.Node, func(), error) {
+	running := map[string]*kubelet.Node{}
+	stop := func() {
+		for _, n := range running {
+			n.Close()
 		}
-		step("the speaker on %s runs from the image with the chart's DaemonSet pod spec, on the node's network: ready in %s", n, ready.Round(time.Millisecond))
-		watched["ironlb-speaker-"+n] = "DaemonSet/ironlb-speaker container " + specs["DaemonSet/ironlb-speaker"].Containers[0].Name
 	}
-	// A kubelet would restart a container that dies later; the lab says
-	// which one, from which chart field, and why, instead.
-	go pm.Watch(ctx, watched, time.Second, func(r string) { fmt.Fprintln(os.Stderr, "lab: "+r) })
-	return nil
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, stop, err
+	}
+	kc, err := kubelet.Grant(ctx, env, dir)
+	if err != nil {
+		return nil, stop, err
+	}
+	step("starting a real node on %s: containerd v2 with runc and the pause, backend and ironlb images loaded, and a kubelet v1.37 (cgroup v1, cgroupfs), each in the node's namespace", strings.Join(nodes, ", "))
+	started := time.Now()
+	for _, n := range nodes {
+		node, err := kubelet.Start(ctx, kubelet.Config{Env: env, Host: lab.Hosts[n], Name: n, Dir: filepath.Join(dir, n),
+			Kubeconfig: kc, CNI: dp.CNIConfig(n), Images: []string{archive}})
+		if err != nil {
+			return nil, stop, err
+		}
+		running[n] = node
+	}
+	step("every kubelet has its Node Ready (%s); the scheduler places the chart's pods", time.Since(started).Round(time.Millisecond))
+	took, err := kubelet.WaitWorkloads(ctx, env.Client, labNamespace, running, 2*time.Minute)
+	if err != nil {
+		return running, stop, err
+	}
+	step("the kubelets run the chart's pods from the image, ready %s later (their probes pass):", took.Round(time.Millisecond))
+	for _, line := range kubelet.PodTimes(ctx, env.Client, labNamespace) {
+		fmt.Println("    " + line)
+	}
+	return running, stop, nil
+}
+
+// sweepNodes removes what a killed lab's real nodes left (containers,
+// mounts, cgroups) under dir.
+func sweepNodes(dir string) {
+	for _, n := range nodes {
+		kubelet.Sweep(filepath.Join(dir, n), nsPrefix+n)
+	}
 }
 
 // startProcesses runs the controller and one speaker per node as host
@@ -437,13 +450,6 @@ func startProcesses(ctx context.Context, env *apiserver.Env, root, dir string, l
 		stops = append(stops, s.Stop)
 	}
 	return stop, nil
-}
-
-// removeContainers removes what a lab left in its podman store.
-func removeContainers(store string) {
-	if _, err := os.Stat(filepath.Join(store, "storage.conf")); err == nil {
-		(&podman.Podman{Dir: store}).Close()
-	}
 }
 
 // labConfig is the lab's ironlb configuration: a LAN pool announced in

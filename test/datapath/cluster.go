@@ -456,24 +456,18 @@ func (cl *Cluster) Problems() string {
 // Watch reports, once each, every component that stops (its state and
 // last log lines), until ctx ends or Close begins: the lab prints them.
 func (cl *Cluster) Watch(ctx context.Context, every time.Duration, report func(string)) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(cl.ctx, cancel)()
 	reported := map[string]bool{}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-cl.ctx.Done():
-			return
-		case <-t.C:
-		}
+	proc.Poll(ctx, every, func() {
 		for _, p := range cl.procs {
 			if msg := p.Ended(); msg != "" && !reported[p.Name] && cl.ctx.Err() == nil {
 				reported[p.Name] = true
 				report(msg)
 			}
 		}
-	}
+	})
 }
 
 // Close deletes the pods' namespaces and stops every process, the

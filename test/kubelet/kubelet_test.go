@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -175,7 +174,7 @@ func TestChartOnKubelets(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("chart installed to every pod Ready: %s", time.Since(installed).Round(time.Millisecond))
-	for _, line := range podTimes(ctx, t, env.Client) {
+	for _, line := range PodTimes(ctx, env.Client, namespace) {
 		t.Log(line)
 	}
 
@@ -298,34 +297,6 @@ func TestChartOnKubelets(t *testing.T) {
 			t.Error(p)
 		}
 	}
-}
-
-// podTimes says, per chart pod, when the kubelet started its container
-// and when its readiness probe first passed, counted from the pod's
-// creation.
-func podTimes(ctx context.Context, t *testing.T, c client.Client) []string {
-	var pods corev1.PodList
-	if err := c.List(ctx, &pods, client.InNamespace(namespace)); err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, p := range pods.Items {
-		created := p.CreationTimestamp.Time
-		started, ready := "?", "?"
-		for _, cs := range p.Status.ContainerStatuses {
-			if cs.State.Running != nil {
-				started = cs.State.Running.StartedAt.Sub(created).String()
-			}
-		}
-		for _, cond := range p.Status.Conditions {
-			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-				ready = cond.LastTransitionTime.Sub(created).String()
-			}
-		}
-		out = append(out, fmt.Sprintf("pod %s on %s: container started %s, Ready %s after creation (timestamps have 1 s resolution)", p.Name, p.Spec.NodeName, started, ready))
-	}
-	sort.Strings(out)
-	return out
 }
 
 // procStatus returns the fields of /proc/PID/status.

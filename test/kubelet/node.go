@@ -183,7 +183,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 }
 
 // socket is containerd's API socket.
-func (n *Node) socket() string { return filepath.Join(n.cfg.Dir, "containerd.sock") }
+func (n *Node) socket() string { return socketOf(n.cfg.Dir) }
+
+// socketOf is the API socket of the containerd of a node's Dir.
+func socketOf(dir string) string { return filepath.Join(dir, "containerd.sock") }
 
 // inNode is argv run in the node's network namespace, and only there.
 func (n *Node) inNode(argv ...string) []string {
@@ -381,31 +384,33 @@ func (n *Node) Close() {
 // sweep kills what runs in the node's cgroups, unmounts what is mounted
 // under its Dir and removes the cgroups: what Close does, and what Start
 // does first after a run that was killed.
-func (n *Node) sweep() {
-	sockets := n.shimSockets()
-	killCgroup(n.cgroup)
+func (n *Node) sweep() { Sweep(n.cfg.Dir, n.cfg.Host.Name) }
+
+// Sweep removes what a node of Dir dir on the namespace named host left
+// running, mounted or made (its pods' containers, shims, containerd, their
+// mounts, cgroups and shim sockets), for a run that was killed before
+// Close: `lab -down` calls it.
+func Sweep(dir, host string) {
+	cgroup := "/" + host
+	sockets := shimSockets(dir)
+	killCgroup(cgroup)
 	for _, s := range sockets {
 		_ = os.Remove(s)
 	}
-	unmountUnder(n.cfg.Dir)
-	removeCgroup(n.cgroup)
+	unmountUnder(dir)
+	removeCgroup(cgroup)
 }
 
-// shimSockets returns the sockets of the node's runc shims: containerd v2
-// puts them in /run/containerd/s whatever its state directory, named by
-// the hash of its address, the namespace and the container's ID, and a
-// killed shim leaves its socket there.
-func (n *Node) shimSockets() []string {
-	if n.containerd == nil || n.containerd.Ended() != "" {
-		return nil
-	}
-	out, err := n.ctr("containers", "list", "--quiet")
-	if err != nil {
-		return nil
-	}
+// shimSockets returns the sockets of the runc shims of the containerd
+// whose files are under dir: containerd v2 puts them in /run/containerd/s
+// whatever its state directory, named by the hash of its address, the
+// namespace and the container's ID (each has a task directory in the
+// state directory), and a killed shim leaves its socket there.
+func shimSockets(dir string) []string {
+	ids, _ := os.ReadDir(filepath.Join(dir, "state", "io.containerd.runtime.v2.task", "k8s.io"))
 	var paths []string
-	for _, id := range strings.Fields(out) {
-		sum := sha256.Sum256([]byte(filepath.Join(n.socket(), "k8s.io", id)))
+	for _, id := range ids {
+		sum := sha256.Sum256([]byte(filepath.Join(socketOf(dir), "k8s.io", id.Name())))
 		paths = append(paths, fmt.Sprintf("/run/containerd/s/%x", sum))
 	}
 	return paths

@@ -10,6 +10,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/ironlb/ironlb/test/proc"
 )
 
 // WaitWorkloads waits until every DaemonSet in namespace has a ready pod
@@ -71,26 +73,7 @@ func Diagnose(ctx context.Context, c client.Client, namespace string, nodes map[
 		if podReady(&p) && restarts(&p) == 0 {
 			continue
 		}
-		owner := ownerOf(ctx, c, &p)
-		lines := []string{fmt.Sprintf("pod %s/%s (%s) on node %q: %s", p.Namespace, p.Name, owner, p.Spec.NodeName, p.Status.Phase)}
-		for _, cond := range p.Status.Conditions {
-			if cond.Status != corev1.ConditionTrue && cond.Message != "" {
-				lines = append(lines, fmt.Sprintf("  %s: %s", cond.Type, cond.Message))
-			}
-		}
-		for _, cs := range p.Status.ContainerStatuses {
-			lines = append(lines, fmt.Sprintf("  container %s: %s, %d restarts%s", cs.Name, stateOf(cs.State), cs.RestartCount, lastOf(cs.LastTerminationState)))
-		}
-		for _, e := range events.Items {
-			// No DNS server runs in the lab: every pod gets that one.
-			if e.InvolvedObject.UID == p.UID && e.Type == corev1.EventTypeWarning && e.Reason != "MissingClusterDNS" {
-				lines = append(lines, fmt.Sprintf("  event %s (x%d): %s", e.Reason, max(e.Count, 1), e.Message))
-			}
-		}
-		if n, ok := nodes[p.Spec.NodeName]; ok {
-			lines = append(lines, indent(n.PodLogs(p.Namespace, p.Name, 5)))
-		}
-		out = append(out, strings.Join(lines, "\n"))
+		out = append(out, diagnosePod(ctx, c, &p, events.Items, nodes))
 	}
 	names := make([]string, 0, len(nodes))
 	for name := range nodes {
@@ -103,6 +86,62 @@ func Diagnose(ctx context.Context, c client.Client, namespace string, nodes map[
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// diagnosePod is Diagnose of one pod.
+func diagnosePod(ctx context.Context, c client.Client, p *corev1.Pod, events []corev1.Event, nodes map[string]*Node) string {
+	owner := ownerOf(ctx, c, p)
+	lines := []string{fmt.Sprintf("pod %s/%s (%s) on node %q: %s", p.Namespace, p.Name, owner, p.Spec.NodeName, p.Status.Phase)}
+	for _, cond := range p.Status.Conditions {
+		if cond.Status != corev1.ConditionTrue && cond.Message != "" {
+			lines = append(lines, fmt.Sprintf("  %s: %s", cond.Type, cond.Message))
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		lines = append(lines, fmt.Sprintf("  container %s: %s, %d restarts%s", cs.Name, stateOf(cs.State), cs.RestartCount, lastOf(cs.LastTerminationState)))
+	}
+	for _, e := range events {
+		// No DNS server runs in the lab: every pod gets that one.
+		if e.InvolvedObject.UID == p.UID && e.Type == corev1.EventTypeWarning && e.Reason != "MissingClusterDNS" {
+			lines = append(lines, fmt.Sprintf("  event %s (x%d): %s", e.Reason, max(e.Count, 1), e.Message))
+		}
+	}
+	if n, ok := nodes[p.Spec.NodeName]; ok {
+		lines = append(lines, indent(n.PodLogs(p.Namespace, p.Name, 5)))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Watch reports, until ctx ends, each pod of namespace once whenever it
+// restarts or stops being ready (Diagnose of it), and each node component
+// that stops: a cluster would go on quietly, the lab says what happened.
+func Watch(ctx context.Context, c client.Client, namespace string, nodes map[string]*Node, every time.Duration, report func(string)) {
+	seen := map[string]string{} // pod → its last reported state
+	stopped := map[string]bool{}
+	proc.Poll(ctx, every, func() {
+		var pods corev1.PodList
+		if err := c.List(ctx, &pods, client.InNamespace(namespace)); err != nil {
+			return
+		}
+		var events corev1.EventList
+		_ = c.List(ctx, &events, client.InNamespace(namespace))
+		for _, p := range pods.Items {
+			state := fmt.Sprintf("ready %t restarts %d", podReady(&p), restarts(&p))
+			was, known := seen[p.Name]
+			seen[p.Name] = state
+			bad := !podReady(&p) || restarts(&p) > 0
+			// A pod that was never ready yet is starting, not failing.
+			if bad && known && state != was && p.DeletionTimestamp == nil {
+				report(diagnosePod(ctx, c, &p, events.Items, nodes))
+			}
+		}
+		for name, n := range nodes {
+			if msg := n.Problems(); msg != "" && !stopped[name] && ctx.Err() == nil {
+				stopped[name] = true
+				report("node " + name + ": " + msg)
+			}
+		}
+	})
 }
 
 // ownerOf names the workload a pod belongs to: its DaemonSet, or the
@@ -159,4 +198,32 @@ func lastOf(s corev1.ContainerState) string {
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}
+
+// PodTimes says, per pod of namespace, when its kubelet started its
+// container and when its readiness probe first passed, counted from the
+// pod's creation (the API's timestamps have 1 s resolution).
+func PodTimes(ctx context.Context, c client.Client, namespace string) []string {
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, client.InNamespace(namespace)); err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, p := range pods.Items {
+		created := p.CreationTimestamp.Time
+		started, ready := "?", "?"
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.State.Running != nil {
+				started = cs.State.Running.StartedAt.Sub(created).String()
+			}
+		}
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+				ready = cond.LastTransitionTime.Sub(created).String()
+			}
+		}
+		out = append(out, fmt.Sprintf("pod %s (%s) on %s: container started %s, Ready %s after the pod's creation", p.Name, ownerOf(ctx, c, &p), p.Spec.NodeName, started, ready))
+	}
+	sort.Strings(out)
+	return out
 }

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ironlb/ironlb/test/netlab"
+	"github.com/ironlb/ironlb/test/proc"
 )
 
 // Ulimits: runc cannot set podman's defaults (nofile 1048576, nproc at
@@ -221,14 +222,7 @@ func writeFiles(dir string, files map[string][]byte, mode os.FileMode) error {
 // kubelet would restart them, the lab shows why instead.
 func (p *Podman) Watch(ctx context.Context, names map[string]string, every time.Duration, report func(string)) {
 	reported := map[string]bool{}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	proc.Poll(ctx, every, func() {
 		for name, from := range names {
 			if reported[name] {
 				continue
@@ -240,5 +234,5 @@ func (p *Podman) Watch(ctx context.Context, names map[string]string, every time.
 			reported[name] = true
 			report(fmt.Sprintf("container %s (%s) is %s:\n%s", name, from, state, p.Describe(name)))
 		}
-	}
+	})
 }

@@ -6,6 +6,7 @@
 package proc
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -79,4 +80,19 @@ func Tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Poll calls check every period until ctx ends: the loop of every watcher
+// that reports a component once it has stopped.
+func Poll(ctx context.Context, every time.Duration, check func()) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		check()
+	}
 }
