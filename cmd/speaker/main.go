@@ -7,7 +7,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -24,7 +23,6 @@ import (
 
 	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/internal/kube"
-	"github.com/ironlb/ironlb/internal/netnsrun"
 	"github.com/ironlb/ironlb/speaker"
 )
 
@@ -56,7 +54,6 @@ func run(profileRate int) error {
 		meshPort        = flag.Uint("mesh-port", 7946, "UDP port of the speakers' liveness mesh")
 		meshMaxRate     = flag.Int("mesh-max-rate", 250, "heartbeats this speaker sends per second at most: past this many peers per 100 ms the mesh's period and timeout stretch (lower it where packets are expensive, at the cost of slower failover on big clusters)")
 		keyFile         = flag.String("mesh-key-file", "/etc/ironlb/mesh/key", "file holding the mesh's shared key (mounted from a Secret)")
-		apiNetNS        = flag.String("apiserver-netns", "", "labs only: reach the API server from this network namespace (a path like /proc/PID/ns/net), while everything else runs in the speaker's own")
 		namespace       = flag.String("namespace", os.Getenv("POD_NAMESPACE"), "the speaker's namespace, where BGP password Secrets live (default: $POD_NAMESPACE)")
 		interfaces      = flag.String("interfaces", "", "comma-separated interfaces to announce on when an L2Advertisement names none (default: the node address's)")
 		metricsAddr     = flag.String("metrics-bind-address", ":7474", "HTTPS metrics endpoint, authenticated through the API server (\"0\" disables)")
@@ -102,17 +99,6 @@ func run(profileRate int) error {
 	// holds a decompressor (about 40 KiB, ten watches) and costs CPU on
 	// both ends, on every node; the speaker's traffic is small.
 	cfg.DisableCompression = true
-	if ns := *apiNetNS; ns != "" {
-		// A lab runs one API server on the host's loopback and each
-		// "node" speaker in a namespace of its own: the API connections
-		// are the only sockets opened outside the node.
-		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return netnsrun.In(ns, func() (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, network, addr)
-			})
-		}
-	}
 	cs, err := kube.NewClients(cfg)
 	if err != nil {
 		return err

@@ -79,9 +79,9 @@ type bed struct {
 	proxyMode string
 }
 
-// dataPathAPI is where the data-path bed's API server serves: this host
-// on the LAN (no other package attaches 198.18.0.0/24 to this host while
-// the tests run; the lab does, but runs alone).
+// dataPathAPI is where the beds' API server serves: this host on the LAN
+// (no other package attaches 198.18.0.0/24 to this host while the tests
+// run; the lab does, but runs alone).
 var dataPathAPI = netip.MustParsePrefix("198.18.0.250/24")
 
 func newBed(t *testing.T, b bed, nodes ...string) *cluster {
@@ -105,18 +105,16 @@ func newBed(t *testing.T, b bed, nodes ...string) *cluster {
 			t.Error(err)
 		}
 	})
-	var env *apiserver.Env
-	if b.proxyMode == "" {
-		env = apiserver.Start(t)
-	} else {
-		if err := lab.AttachThisHost(dataPathAPI); err != nil {
-			t.Fatal(err)
-		}
-		if env, err = apiserver.NewOn(dataPathAPI.Addr().String()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = env.Stop() })
+	// The API server serves on the LAN, as a control-plane host does:
+	// speakers on the nodes reach it over the nodes' links.
+	if err := lab.AttachThisHost(dataPathAPI); err != nil {
+		t.Fatal(err)
 	}
+	env, err := apiserver.NewOn(dataPathAPI.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	cl := &cluster{t: t, env: env, c: env.Client, lab: lab, speakers: map[string]*labkit.Speaker{}, dir: t.TempDir(), ctx: ctx}

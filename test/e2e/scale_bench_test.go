@@ -491,7 +491,16 @@ func TestBenchSpeakerScale(t *testing.T) {
 	})
 	fmt.Fprintf(&b, "- netlab: %d namespaces on one bridge built in %s (%.0f ms per namespace; `ip` commands run one by one)\n", nSpeakers+2, labTime.Round(time.Millisecond), float64(labTime.Milliseconds())/float64(nSpeakers+2))
 
-	env := apiserver.Start(t)
+	// The API server on the LAN, as a control-plane host.
+	apiOn := netip.MustParsePrefix("198.18.127.250/18")
+	if err := lab.AttachThisHost(apiOn); err != nil {
+		t.Fatal(err)
+	}
+	env, err := apiserver.NewOn(apiOn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	c := env.Client

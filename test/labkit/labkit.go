@@ -50,40 +50,26 @@ type Speaker struct {
 }
 
 // StartSpeaker runs bin/speaker for a node inside the node's namespace, as
-// on a real node's host network; only its API connections are dialled
-// from this process's namespace, where the API server listens.
+// on a real node's host network. kubeconfig's API server must serve on the
+// LAN (apiserver.NewOn and Lab.AttachThisHost), where the node reaches it.
 func StartSpeaker(root, dir, node string, h *netlab.Host, kubeconfig, keyFile string, extraArgs ...string) (*Speaker, error) {
 	logPath := filepath.Join(dir, "speaker-"+node+".log")
-	// The speaker reaches this process's namespace through an fd held
-	// open for its lifetime. /proc/PID/ns/net would name the namespace of
-	// this process's main thread, which the tests move into the lab's
-	// namespaces now and then (netlab.InNS locks a thread there): a
-	// speaker started or reconnecting at that moment dialled the API
-	// server inside a node and got "connection refused". This goroutine's
-	// thread is never one of those while it runs here.
-	rootNS, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return nil, fmt.Errorf("this process's network namespace: %w", err)
-	}
 	log, err := os.Create(logPath)
 	if err != nil {
-		rootNS.Close()
 		return nil, err
 	}
 	cmd := exec.Command("ip", "netns", "exec", h.Name, filepath.Join(root, "bin", "speaker"),
-		"--node-name="+node, fmt.Sprintf("--apiserver-netns=/proc/%d/fd/%d", os.Getpid(), rootNS.Fd()),
-		"--kubeconfig="+kubeconfig, "--mesh-key-file="+keyFile,
+		"--node-name="+node, "--kubeconfig="+kubeconfig, "--mesh-key-file="+keyFile,
 		"--metrics-bind-address=0", "--health-probe-bind-address=0")
 	cmd.Args = append(cmd.Args, extraArgs...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		log.Close()
-		rootNS.Close()
 		return nil, fmt.Errorf("start speaker for %s (run `make build`): %w", node, err)
 	}
 	s := &Speaker{Node: node, Cmd: cmd, Log: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); log.Close(); rootNS.Close(); close(s.done) }()
+	go func() { _ = cmd.Wait(); log.Close(); close(s.done) }()
 	return s, nil
 }
 

@@ -1,0 +1,236 @@
+//go:build bench
+
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
+	"github.com/ironlb/ironlb/controller"
+	"github.com/ironlb/ironlb/internal/app"
+	"github.com/ironlb/ironlb/test/apiserver"
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
+
+var (
+	burstWriters = flag.Int("burst-writers", 8, "parallel writers creating Services as fast as they can")
+	burstPairs   = flag.Int("burst-pairs", 3, "pairs of phases (plain client, ironlb), each phase on a fresh API server")
+	burstProfile = flag.String("burst-cpuprofile", "", "write a CPU profile of the ironlb phases here")
+)
+
+// burstPhase is one closed-loop burst: writers goroutines create n
+// Services in ns as fast as they can (each waits for its create, and
+// after it runs after, before its next create); the times the Services'
+// first ingress IPs are seen in a watch give create-to-IP latencies.
+func burstPhase(ctx context.Context, t *testing.T, cs kubernetes.Interface, name, ns string, class *string, n, writers int, after func(*corev1.Service) error) (*phase, time.Duration) {
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPhase(name)
+	done := make(chan struct{})
+	watchIPs(ctx, t, cs, ns, p, done, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += writers {
+				s := service(ns, i, class)
+				p.mu.Lock()
+				p.created[s.Name] = time.Now()
+				p.mu.Unlock()
+				created, err := cs.CoreV1().Services(ns).Create(ctx, s, metav1.CreateOptions{})
+				if err != nil {
+					t.Errorf("%s: create: %v", name, err)
+					return
+				}
+				p.mu.Lock()
+				p.createdDone[s.Name] = time.Now()
+				p.mu.Unlock()
+				if after != nil {
+					if err := after(created); err != nil {
+						t.Errorf("%s: %v", name, err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-done:
+	case <-time.After(benchTimeout):
+		t.Fatalf("%s: only %d of %d Services got an IP", name, len(p.latencies()), n)
+	}
+	return p, time.Since(start)
+}
+
+// cpuTime is this process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+type burstResult struct {
+	p99, p50, total time.Duration
+	writes          string
+	cpu             time.Duration // this process's CPU per Service in the phase
+}
+
+// TestBenchControllerBurst is issue 18's burst: per pair, the plain client
+// (create, then write the status itself: the API server's limit) and
+// ironlb's controller (in this process, as in production), each on a
+// fresh API server and fed by the same closed-loop writers, one after the
+// other, the order alternating between pairs.
+func TestBenchControllerBurst(t *testing.T) {
+	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
+	n, writers := *nServices, *burstWriters
+	var b strings.Builder
+	fmt.Fprintf(&b, "burst: %d Services by %d closed-loop writers per phase, %d pairs, a fresh kube-apiserver+etcd (envtest) per phase, %d CPUs\n", n, writers, *burstPairs, runtime.NumCPU())
+	fmt.Fprintf(&b, "%-6s %-8s %9s %9s %9s %10s  %s\n", "pair", "writer", "p50", "p99", "total", "CPU/Svc", "API writes per Service")
+	var ratiosP99, ratiosTotal []float64
+	var prof *os.File
+	if *burstProfile != "" {
+		var err error
+		if prof, err = os.Create(*burstProfile); err != nil {
+			t.Fatal(err)
+		}
+		defer prof.Close()
+	}
+	for pair := range *burstPairs {
+		res := burstPair(t, pair, n, writers, prof)
+		for _, w := range []string{"plain", "ironlb"} {
+			r := res[w]
+			fmt.Fprintf(&b, "%-6d %-8s %9s %9s %9s %10s  %s\n", pair+1, w, ms(r.p50), ms(r.p99), r.total.Round(time.Millisecond), ms(r.cpu), r.writes)
+		}
+		ratiosP99 = append(ratiosP99, ratio(res["ironlb"].p99, res["plain"].p99))
+		ratiosTotal = append(ratiosTotal, ratio(res["ironlb"].total, res["plain"].total))
+		prof = nil // one profile: the first pair's ironlb phase
+	}
+	fmt.Fprintf(&b, "ratio ironlb/plain client per pair: p99 %s; total %s\n", floats(ratiosP99), floats(ratiosTotal))
+	t.Log("\n" + b.String())
+	if *report != "" {
+		f, err := os.OpenFile(*report, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err == nil {
+			fmt.Fprintf(f, "%s\n%s\n", time.Now().UTC().Format(time.RFC3339), b.String())
+			f.Close()
+		}
+	}
+}
+
+func floats(fs []float64) string {
+	var s []string
+	for _, f := range fs {
+		s = append(s, fmt.Sprintf("%.2fx", f))
+	}
+	return strings.Join(s, " ")
+}
+
+func burstPair(t *testing.T, pair, n, writers int, prof *os.File) map[string]burstResult {
+	order := []string{"plain", "ironlb"}
+	if pair%2 == 1 {
+		order = []string{"ironlb", "plain"}
+	}
+	out := map[string]burstResult{}
+	for _, w := range order {
+		out[w] = burstOn(t, w, n, writers, prof)
+	}
+	return out
+}
+
+// burstOn runs one writer's burst on a fresh API server: a second phase
+// on the same server would find etcd and the watch caches 1,000s of
+// objects bigger, and be measured slower for it (seen: 10-40 %).
+func burstOn(t *testing.T, w string, n, writers int, prof *os.File) burstResult {
+	env, err := apiserver.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = -1, 0
+	cs := kubernetes.NewForConfigOrDie(cfg)
+
+	if w == "ironlb" {
+		mcfg := rest.CopyConfig(env.Config)
+		app.TuneRESTConfig(mcfg)
+		// A new manager per server, in one process: the controllers'
+		// names repeat.
+		mgr, err := ctrl.NewManager(mcfg, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+			Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
+			t.Fatal(err)
+		}
+		c, _ := client.New(env.Config, client.Options{Scheme: env.Scheme})
+		if err := c.Create(ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.19.0.0/16"}}}); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = mgr.Start(ctx) }()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			t.Fatal("cache sync")
+		}
+	}
+	time.Sleep(2 * time.Second) // the pool parsed, start-up settled
+
+	next := netip.MustParseAddr("198.18.0.0")
+	var ipMu sync.Mutex
+	vip := corev1.LoadBalancerIPModeVIP
+	writeStatus := func(s *corev1.Service) error {
+		ipMu.Lock()
+		ip := next
+		next = next.Next()
+		ipMu.Unlock()
+		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip.String(), IPMode: &vip}}
+		_, err := cs.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+		return err
+	}
+	w0, cpu0 := writeCounts(ctx, cs), cpuTime()
+	if w == "ironlb" && prof != nil {
+		if err := pprof.StartCPUProfile(prof); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var p *phase
+	var total time.Duration
+	if w == "plain" {
+		p, total = burstPhase(ctx, t, cs, "plain client", "plain", ptr.To(plainClass), n, writers, writeStatus)
+	} else {
+		p, total = burstPhase(ctx, t, cs, "ironlb", "ironlb", nil, n, writers, nil)
+	}
+	if w == "ironlb" && prof != nil {
+		pprof.StopCPUProfile()
+	}
+	cpu := cpuTime() - cpu0
+	time.Sleep(time.Second) // trailing writes (events, pool status)
+	l := p.latencies()
+	return burstResult{p50: pct(l, .5), p99: pct(l, .99), total: total, writes: diffCounts(w0, writeCounts(ctx, cs), n), cpu: cpu / time.Duration(n)}
+}
