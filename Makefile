@@ -89,8 +89,12 @@ test: deps k8s-binaries helm lint build image
 bench-ipam:
 	mkdir -p bin && $(GO) test -run '^$$' -bench . -benchmem -count 6 ./ipam ./speaker/announce | tee bin/bench-ipam.txt
 
+# bench-controller: create-to-IP against the plain client (the API
+# server's limit), paced (RATE creates/s) and then as a burst (WRITERS
+# closed-loop writers, PAIRS pairs, each phase on a fresh API server).
 bench-controller: k8s-binaries
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-report=$(CURDIR)/bin/bench-controller.txt
+	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchControllerBurst$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -burst-writers=$${WRITERS:-8} -burst-pairs=$${PAIRS:-3} -bench-report=$(CURDIR)/bin/bench-controller.txt
 
 # bench-scale: the controller process with 10,000 Services over 20 pools,
 # then 50 speaker processes announcing 2,000 L2 addresses; one after the

@@ -48,7 +48,10 @@ type ServiceReconciler struct {
 	State    *State
 	Filter   ClassFilter
 	Recorder events.EventRecorder
-	Metrics  *Metrics
+	// Busy, if set, is told each time a reconcile starts (the Recorder
+	// holds routine Events back meanwhile).
+	Busy    func()
+	Metrics *Metrics
 	// Retry receives the Services to look at again when addresses free up.
 	Retry chan<- event.GenericEvent
 	// PoolsChanged receives the pools whose usage changed.
@@ -57,6 +60,9 @@ type ServiceReconciler struct {
 
 // Reconcile brings one Service's addresses and status in line.
 func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if r.Busy != nil {
+		r.Busy()
+	}
 	if err := r.State.WaitPrimed(ctx); err != nil {
 		return ctrl.Result{}, err
 	}

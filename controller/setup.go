@@ -40,7 +40,8 @@ type Options struct {
 	// Service.
 	PoolStatusDelay time.Duration
 	// NormalEventsPerSecond limits routine (Normal) Events such as
-	// IPAllocated; Warnings are never limited. Default 10/s, burst 50.
+	// IPAllocated, which also wait until the Services' reconcilers are
+	// idle; Warnings are never limited or held. Default 10/s, burst 50.
 	NormalEventsPerSecond float64
 }
 
@@ -57,7 +58,10 @@ func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
 	if opts.NormalEventsPerSecond <= 0 {
 		opts.NormalEventsPerSecond = 10
 	}
-	recorder := newLimitedRecorder(mgr.GetEventRecorder("ironlb-controller"), opts.NormalEventsPerSecond, 50)
+	recorder := newLimitedRecorder(mgr.GetEventRecorder("ironlb-controller"), opts.NormalEventsPerSecond, 50, opts.Registry)
+	if err := mgr.Add(manager.RunnableFunc(recorder.Run)); err != nil {
+		return nil, err
+	}
 
 	// Prime runs on the leader only (RunnableFunc needs leader election),
 	// and every reconciler waits for it.
@@ -94,7 +98,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
 	}()
 
 	svcRec := &ServiceReconciler{
-		Client: mgr.GetClient(), State: state, Filter: opts.Filter, Recorder: recorder, Metrics: metrics,
+		Client: mgr.GetClient(), State: state, Filter: opts.Filter, Recorder: recorder, Busy: recorder.Busy, Metrics: metrics,
 		Retry: retry, PoolsChanged: poolsChanged,
 	}
 	err := ctrl.NewControllerManagedBy(mgr).

@@ -36,7 +36,7 @@ import (
 
 var (
 	burstWriters = flag.Int("burst-writers", 8, "parallel writers creating Services as fast as they can")
-	burstPairs   = flag.Int("burst-pairs", 3, "pairs of phases (plain client, ironlb), each phase on a fresh API server")
+	burstPairs   = flag.Int("burst-pairs", 3, "rounds of phases (plain client, plain watcher, ironlb), each phase on a fresh API server")
 	burstProfile = flag.String("burst-cpuprofile", "", "write a CPU profile of the ironlb phases here")
 )
 
@@ -101,18 +101,20 @@ type burstResult struct {
 	cpu             time.Duration // this process's CPU per Service in the phase
 }
 
-// TestBenchControllerBurst is issue 18's burst: per pair, the plain client
-// (create, then write the status itself: the API server's limit) and
-// ironlb's controller (in this process, as in production), each on a
-// fresh API server and fed by the same closed-loop writers, one after the
-// other, the order alternating between pairs.
+// TestBenchControllerBurst is issue 18's burst: per round, the plain
+// client (create, then write the status itself: the API server's limit),
+// the plain watcher (a raw watch and one status write per ADDED event:
+// the least a controller driven by a watch does) and ironlb's controller
+// (in this process, as in production), each on a fresh API server and fed
+// by the same closed-loop writers, one after the other, the order rotating
+// between rounds.
 func TestBenchControllerBurst(t *testing.T) {
 	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
 	n, writers := *nServices, *burstWriters
 	var b strings.Builder
 	fmt.Fprintf(&b, "burst: %d Services by %d closed-loop writers per phase, %d pairs, a fresh kube-apiserver+etcd (envtest) per phase, %d CPUs\n", n, writers, *burstPairs, runtime.NumCPU())
 	fmt.Fprintf(&b, "%-6s %-8s %9s %9s %9s %10s  %s\n", "pair", "writer", "p50", "p99", "total", "CPU/Svc", "API writes per Service")
-	var ratiosP99, ratiosTotal []float64
+	var ratiosP99, ratiosTotal, watcherP99, watcherTotal []float64
 	var prof *os.File
 	if *burstProfile != "" {
 		var err error
@@ -123,15 +125,18 @@ func TestBenchControllerBurst(t *testing.T) {
 	}
 	for pair := range *burstPairs {
 		res := burstPair(t, pair, n, writers, prof)
-		for _, w := range []string{"plain", "ironlb"} {
+		for _, w := range []string{"plain", "watcher", "ironlb"} {
 			r := res[w]
 			fmt.Fprintf(&b, "%-6d %-8s %9s %9s %9s %10s  %s\n", pair+1, w, ms(r.p50), ms(r.p99), r.total.Round(time.Millisecond), ms(r.cpu), r.writes)
 		}
 		ratiosP99 = append(ratiosP99, ratio(res["ironlb"].p99, res["plain"].p99))
 		ratiosTotal = append(ratiosTotal, ratio(res["ironlb"].total, res["plain"].total))
+		watcherP99 = append(watcherP99, ratio(res["watcher"].p99, res["plain"].p99))
+		watcherTotal = append(watcherTotal, ratio(res["watcher"].total, res["plain"].total))
 		prof = nil // one profile: the first pair's ironlb phase
 	}
 	fmt.Fprintf(&b, "ratio ironlb/plain client per pair: p99 %s; total %s\n", floats(ratiosP99), floats(ratiosTotal))
+	fmt.Fprintf(&b, "ratio plain watcher/plain client per pair (any watch-driven controller's floor): p99 %s; total %s\n", floats(watcherP99), floats(watcherTotal))
 	t.Log("\n" + b.String())
 	if *report != "" {
 		f, err := os.OpenFile(*report, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -151,9 +156,10 @@ func floats(fs []float64) string {
 }
 
 func burstPair(t *testing.T, pair, n, writers int, prof *os.File) map[string]burstResult {
-	order := []string{"plain", "ironlb"}
-	if pair%2 == 1 {
-		order = []string{"ironlb", "plain"}
+	kinds := []string{"plain", "watcher", "ironlb"}
+	var order []string
+	for i := range kinds {
+		order = append(order, kinds[(i+pair)%len(kinds)])
 	}
 	out := map[string]burstResult{}
 	for _, w := range order {
@@ -221,9 +227,13 @@ func burstOn(t *testing.T, w string, n, writers int, prof *os.File) burstResult 
 	}
 	var p *phase
 	var total time.Duration
-	if w == "plain" {
+	switch w {
+	case "plain":
 		p, total = burstPhase(ctx, t, cs, "plain client", "plain", ptr.To(plainClass), n, writers, writeStatus)
-	} else {
+	case "watcher":
+		startReactiveWriter(ctx, t, cs, "reactive", 16)
+		p, total = burstPhase(ctx, t, cs, "plain watcher", "reactive", ptr.To(plainClass), n, writers, nil)
+	default:
 		p, total = burstPhase(ctx, t, cs, "ironlb", "ironlb", nil, n, writers, nil)
 	}
 	if w == "ironlb" && prof != nil {

@@ -26,32 +26,8 @@ var (
 // bed is a LAN of two nodes with Node objects and an API server on it.
 func bed(t *testing.T) (*netlab.Lab, *apiserver.Env) {
 	t.Helper()
-	if err := netlab.Check(); err != nil {
-		t.Fatal(err)
-	}
-	l, err := netlab.New(fmt.Sprintf("ilbd%d-", os.Getpid()%100000), lan, netip.MustParsePrefix("2001:db8:41::/64"), 11, nodes2...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := l.AttachThisHost(apiOn); err != nil {
-		t.Fatal(err)
-	}
-	env, err := apiserver.NewBareOn(apiOn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	for _, n := range nodes2 {
-		if err := labkit.CreateNode(context.Background(), env.Client, n, l.Hosts[n]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return l, env
+	return labkit.NewBed(t, labkit.BedConfig{Prefix: fmt.Sprintf("ilbd%d-", os.Getpid()%100000), LAN: lan, LAN6: netip.MustParsePrefix("2001:db8:41::/64"),
+		APIOn: apiOn, Nodes: nodes2, APIServer: apiserver.NewBareOn})
 }
 
 // TestNoPodCIDR: a cluster CIDR with room for one node's /24 and two

@@ -53,9 +53,6 @@ type bed struct {
 
 func newBed(t *testing.T, ctx context.Context) *bed {
 	t.Helper()
-	if err := netlab.Check(); err != nil {
-		t.Fatal(err)
-	}
 	if err := Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -68,28 +65,8 @@ func newBed(t *testing.T, ctx context.Context) *bed {
 	if err != nil {
 		t.Fatalf("%v (run `make image`)", err)
 	}
-	l, err := netlab.New(fmt.Sprintf("ilbk%d-", os.Getpid()%100000), lan, netip.MustParsePrefix("2001:db8:43::/64"), 11, append(nodes, "client")...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := l.AttachThisHost(apiOn); err != nil {
-		t.Fatal(err)
-	}
-	env, err := apiserver.NewForKubelets(apiOn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	for _, n := range nodes {
-		if err := labkit.CreateNode(ctx, env.Client, n, l.Hosts[n]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	l, env := labkit.NewBed(t, labkit.BedConfig{Prefix: fmt.Sprintf("ilbk%d-", os.Getpid()%100000), LAN: lan, LAN6: netip.MustParsePrefix("2001:db8:43::/64"),
+		APIOn: apiOn, Nodes: nodes, Others: []string{"client"}, APIServer: apiserver.NewForKubelets})
 	dir := t.TempDir()
 	dp, err := datapath.Start(ctx, datapath.Config{Env: env, Lab: l, Nodes: nodes, Dir: filepath.Join(dir, "datapath"), Workloads: true})
 	if err != nil {
@@ -341,6 +318,12 @@ func TestBrokenPodsAreNamed(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// What the lab prints while it is up: each pod once per change for
+	// the worse.
+	reports := make(chan string, 100)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go Watch(wctx, b.env.Client, namespace, b.nodes, 500*time.Millisecond, func(r string) { reports <- r })
 	_, err := WaitWorkloads(ctx, b.env.Client, namespace, b.nodes, 25*time.Second)
 	if err == nil {
 		t.Fatal("a speaker with an unknown argument and a controller with a wrong liveness path: the workloads got ready")
@@ -355,4 +338,17 @@ func TestBrokenPodsAreNamed(t *testing.T) {
 		}
 	}
 	t.Logf("%.1500s", msg)
+	stop()
+	watched := map[string]bool{}
+	for len(reports) > 0 {
+		r := <-reports
+		for _, w := range []string{"(DaemonSet/ironlb-speaker)", "(Deployment/ironlb-controller)"} {
+			if strings.Contains(r, w) && strings.Contains(r, "restarts") {
+				watched[w] = true
+			}
+		}
+	}
+	if len(watched) != 2 {
+		t.Errorf("Watch reported restarts of %v, want both the speakers and the controllers", watched)
+	}
 }

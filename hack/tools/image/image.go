@@ -80,10 +80,7 @@ func Build(s Spec) (v1.Image, error) {
 		}
 		base = append(base, file{name: dst, mode: 0o644, data: data})
 	}
-	layers := []struct {
-		what  string
-		files []file
-	}{{"base: passwd, group, CA certificates, licences", base}}
+	layers := []layer{{"base: passwd, group, CA certificates, licences", base}}
 	var bins []string
 	for dst := range s.Binaries {
 		bins = append(bins, dst)
@@ -94,27 +91,35 @@ func Build(s Spec) (v1.Image, error) {
 		if err != nil {
 			return nil, fmt.Errorf("binary for %s: %w (run `make image`)", dst, err)
 		}
-		layers = append(layers, struct {
-			what  string
-			files []file
-		}{dst, []file{{name: dst, mode: 0o755, data: data}}})
+		layers = append(layers, layer{dst, []file{{name: dst, mode: 0o755, data: data}}})
 	}
+	return assemble(s.Arch, s.Epoch, layers, v1.Config{User: user, Entrypoint: []string{entrypoint}, Env: env, WorkingDir: "/", Labels: s.Labels})
+}
 
-	created := v1.Time{Time: s.Epoch.UTC()}
+// layer is one layer of an image: what it holds and its history line.
+type layer struct {
+	what  string
+	files []file
+}
+
+// assemble makes an OCI image of layers, in order, with config, every
+// time in it epoch: the same input, the same digest.
+func assemble(arch string, epoch time.Time, layers []layer, config v1.Config) (v1.Image, error) {
+	created := v1.Time{Time: epoch.UTC()}
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	for _, l := range layers {
-		tarData, err := tarOf(l.files, s.Epoch)
+		tarData, err := tarOf(l.files, epoch)
 		if err != nil {
 			return nil, err
 		}
-		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		tl, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(tarData)), nil
 		}, tarball.WithMediaType(types.OCILayer))
 		if err != nil {
 			return nil, err
 		}
-		img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer, History: v1.History{
+		img, err = mutate.Append(img, mutate.Addendum{Layer: tl, MediaType: types.OCILayer, History: v1.History{
 			Created: created, CreatedBy: "hack/tools/image: " + l.what, Comment: "ironlb",
 		}})
 		if err != nil {
@@ -126,8 +131,8 @@ func Build(s Spec) (v1.Image, error) {
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.Architecture, cf.OS, cf.Created = s.Arch, "linux", created
-	cf.Config = v1.Config{User: user, Entrypoint: []string{entrypoint}, Env: env, WorkingDir: "/", Labels: s.Labels}
+	cf.Architecture, cf.OS, cf.Created = arch, "linux", created
+	cf.Config = config
 	return mutate.ConfigFile(img, cf)
 }
 
@@ -180,27 +185,6 @@ func LabImage(arch, binary string, epoch time.Time) (v1.Image, error) {
 		return nil, fmt.Errorf("lab image binary: %w", err)
 	}
 	entry := "/" + filepath.Base(binary)
-	tarData, err := tarOf([]file{{name: entry, mode: 0o755, data: data}}, epoch)
-	if err != nil {
-		return nil, err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(tarData)), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, err
-	}
-	created := v1.Time{Time: epoch.UTC()}
-	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	if img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer, History: v1.History{Created: created, CreatedBy: "hack/tools/image: " + entry}}); err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.Architecture, cf.OS, cf.Created = arch, "linux", created
-	cf.Config = v1.Config{User: "65535:65535", Entrypoint: []string{entry}, WorkingDir: "/"}
-	return mutate.ConfigFile(img, cf)
+	return assemble(arch, epoch, []layer{{entry, []file{{name: entry, mode: 0o755, data: data}}}},
+		v1.Config{User: "65535:65535", Entrypoint: []string{entry}, WorkingDir: "/"})
 }
