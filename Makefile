@@ -28,7 +28,7 @@ lab-down:
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 
-.PHONY: deps chaos bench-failover bench-bgp helm image lab lab-failover lab-down bench-lab bench-datapath image-push all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
+.PHONY: peers bench-vs-metallb deps chaos bench-failover bench-bgp helm image lab lab-failover lab-down bench-lab bench-datapath image-push all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
 
 all: build
 
@@ -46,6 +46,11 @@ generate:
 
 k8s-binaries:
 	hack/k8s-binaries.sh
+
+# peers: what ironlb is measured beside (MetalLB's controller and speaker,
+# built from the Go module proxy into bin/peers/; hack/peers.sh).
+peers:
+	hack/peers.sh
 
 # deps: the Debian tools the network tests and the lab drive (present on
 # the base image, installed if not). frr provides the routers the BGP tests
@@ -95,6 +100,12 @@ bench-ipam:
 bench-controller: k8s-binaries
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-report=$(CURDIR)/bin/bench-controller.txt
 	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchControllerBurst$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -burst-writers=$${WRITERS:-8} -burst-pairs=$${PAIRS:-3} -bench-report=$(CURDIR)/bin/bench-controller.txt
+
+# bench-vs-metallb: the controller burst with MetalLB's controller as a
+# fourth writer (each on a fresh API server). The rest of issue 18's
+# side-by-side comparison (L2, BGP, speaker footprint) is still to come.
+bench-vs-metallb: k8s-binaries peers
+	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchControllerBurst$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -burst-writers=$${WRITERS:-8} -burst-pairs=$${PAIRS:-3} -burst-metallb -bench-report=$(CURDIR)/bin/bench-vs-metallb.txt
 
 # bench-scale: the controller process with 10,000 Services over 20 pools,
 # then 50 speaker processes announcing 2,000 L2 addresses; one after the

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -38,6 +40,7 @@ var (
 	burstWriters = flag.Int("burst-writers", 8, "parallel writers creating Services as fast as they can")
 	burstPairs   = flag.Int("burst-pairs", 3, "rounds of phases (plain client, plain watcher, ironlb), each phase on a fresh API server")
 	burstProfile = flag.String("burst-cpuprofile", "", "write a CPU profile of the ironlb phases here")
+	burstMetalLB = flag.Bool("burst-metallb", false, "also measure MetalLB's controller (bin/peers/metallb-controller, `make peers`)")
 )
 
 // burstPhase is one closed-loop burst: writers goroutines create n
@@ -114,7 +117,7 @@ func TestBenchControllerBurst(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "burst: %d Services by %d closed-loop writers per phase, %d pairs, a fresh kube-apiserver+etcd (envtest) per phase, %d CPUs\n", n, writers, *burstPairs, runtime.NumCPU())
 	fmt.Fprintf(&b, "%-6s %-8s %9s %9s %9s %10s  %s\n", "pair", "writer", "p50", "p99", "total", "CPU/Svc", "API writes per Service")
-	var ratiosP99, ratiosTotal, watcherP99, watcherTotal []float64
+	var ratiosP99, ratiosTotal, watcherP99, watcherTotal, metallbP99, metallbTotal []float64
 	var prof *os.File
 	if *burstProfile != "" {
 		var err error
@@ -125,18 +128,28 @@ func TestBenchControllerBurst(t *testing.T) {
 	}
 	for pair := range *burstPairs {
 		res := burstPair(t, pair, n, writers, prof)
-		for _, w := range []string{"plain", "watcher", "ironlb"} {
-			r := res[w]
+		for _, w := range []string{"plain", "watcher", "ironlb", "metallb"} {
+			r, ok := res[w]
+			if !ok {
+				continue
+			}
 			fmt.Fprintf(&b, "%-6d %-8s %9s %9s %9s %10s  %s\n", pair+1, w, ms(r.p50), ms(r.p99), r.total.Round(time.Millisecond), ms(r.cpu), r.writes)
 		}
 		ratiosP99 = append(ratiosP99, ratio(res["ironlb"].p99, res["plain"].p99))
 		ratiosTotal = append(ratiosTotal, ratio(res["ironlb"].total, res["plain"].total))
 		watcherP99 = append(watcherP99, ratio(res["watcher"].p99, res["plain"].p99))
 		watcherTotal = append(watcherTotal, ratio(res["watcher"].total, res["plain"].total))
+		if m, ok := res["metallb"]; ok {
+			metallbP99 = append(metallbP99, ratio(m.p99, res["plain"].p99))
+			metallbTotal = append(metallbTotal, ratio(m.total, res["plain"].total))
+		}
 		prof = nil // one profile: the first pair's ironlb phase
 	}
 	fmt.Fprintf(&b, "ratio ironlb/plain client per pair: p99 %s; total %s\n", floats(ratiosP99), floats(ratiosTotal))
 	fmt.Fprintf(&b, "ratio plain watcher/plain client per pair (any watch-driven controller's floor): p99 %s; total %s\n", floats(watcherP99), floats(watcherTotal))
+	if len(metallbP99) > 0 {
+		fmt.Fprintf(&b, "ratio MetalLB v0.15.2/plain client per pair: p99 %s; total %s\n", floats(metallbP99), floats(metallbTotal))
+	}
 	t.Log("\n" + b.String())
 	if *report != "" {
 		f, err := os.OpenFile(*report, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -157,6 +170,9 @@ func floats(fs []float64) string {
 
 func burstPair(t *testing.T, pair, n, writers int, prof *os.File) map[string]burstResult {
 	kinds := []string{"plain", "watcher", "ironlb"}
+	if *burstMetalLB {
+		kinds = append(kinds, "metallb")
+	}
 	var order []string
 	for i := range kinds {
 		order = append(order, kinds[(i+pair)%len(kinds)])
@@ -205,6 +221,9 @@ func burstOn(t *testing.T, w string, n, writers int, prof *os.File) burstResult 
 			t.Fatal("cache sync")
 		}
 	}
+	if w == "metallb" {
+		startMetalLB(ctx, t, env)
+	}
 	time.Sleep(2 * time.Second) // the pool parsed, start-up settled
 
 	next := netip.MustParseAddr("198.18.0.0")
@@ -233,6 +252,8 @@ func burstOn(t *testing.T, w string, n, writers int, prof *os.File) burstResult 
 	case "watcher":
 		startReactiveWriter(ctx, t, cs, "reactive", 16)
 		p, total = burstPhase(ctx, t, cs, "plain watcher", "reactive", ptr.To(plainClass), n, writers, nil)
+	case "metallb":
+		p, total = burstPhase(ctx, t, cs, "MetalLB", "metallb", nil, n, writers, nil)
 	default:
 		p, total = burstPhase(ctx, t, cs, "ironlb", "ironlb", nil, n, writers, nil)
 	}
@@ -243,4 +264,66 @@ func burstOn(t *testing.T, w string, n, writers int, prof *os.File) burstResult 
 	time.Sleep(time.Second) // trailing writes (events, pool status)
 	l := p.latencies()
 	return burstResult{p50: pct(l, .5), p99: pct(l, .99), total: total, writes: diffCounts(w0, writeCounts(ctx, cs), n), cpu: cpu / time.Duration(n)}
+}
+
+// startMetalLB installs MetalLB's CRDs (from its module, as built by
+// hack/peers.sh), a pool of the same size as ironlb's, and runs its
+// controller (bin/peers/metallb-controller) as its own process, webhooks
+// off, until the test ends.
+func startMetalLB(ctx context.Context, t *testing.T, env *apiserver.Env) {
+	t.Helper()
+	root, err := apiserver.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "bin", "peers", "metallb-controller")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%v: run `make peers`", err)
+	}
+	list := exec.Command("go", "list", "-mod=readonly", "-m", "-f", "{{.Dir}}", "go.universe.tf/metallb")
+	list.Dir, list.Env = filepath.Join(root, "hack", "tools", "metallb"), append(os.Environ(), "GOWORK=off")
+	dir, err := list.Output()
+	if err != nil {
+		t.Fatalf("go.universe.tf/metallb's module: %v (run `make peers`)", err)
+	}
+	crds, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(dir)), "config", "crd", "bases", "*.yaml"))
+	for _, f := range crds {
+		y, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := apiserver.Apply(ctx, env.Client, string(y)); err != nil {
+			t.Fatalf("MetalLB CRD %s: %v", filepath.Base(f), err)
+		}
+	}
+	cs := kubernetes.NewForConfigOrDie(env.Config)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "metallb-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pool := `{"apiVersion":"metallb.io/v1beta1","kind":"IPAddressPool","metadata":{"name":"bench","namespace":"metallb-system"},"spec":{"addresses":["198.19.0.0/16"]}}`
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, err := apiserver.Apply(ctx, env.Client, pool)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("MetalLB IPAddressPool: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, env.KubeConfig(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log, err := os.Create(filepath.Join(t.TempDir(), "metallb-controller.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bin, "--kubeconfig="+kc, "--namespace=metallb-system", "--webhook-mode=disabled",
+		"--disable-cert-rotation", "--port=17472", "--log-level=error")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); log.Close() })
 }
