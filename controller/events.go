@@ -26,7 +26,7 @@ import (
 type limitedRecorder struct {
 	events.EventRecorder
 	normal  *rate.Limiter
-	pending chan func()
+	pending chan heldEvent
 	// busy is when the reconcilers last started work (UnixNano).
 	busy    atomic.Int64
 	quiet   time.Duration
@@ -36,7 +36,7 @@ type limitedRecorder struct {
 
 func newLimitedRecorder(r events.EventRecorder, perSecond float64, burst int, reg prometheus.Registerer) *limitedRecorder {
 	l := &limitedRecorder{
-		EventRecorder: r, normal: rate.NewLimiter(rate.Limit(perSecond), burst), pending: make(chan func(), 1000),
+		EventRecorder: r, normal: rate.NewLimiter(rate.Limit(perSecond), burst), pending: make(chan heldEvent, 1000),
 		quiet: 200 * time.Millisecond, holdMax: 30 * time.Second,
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ironlb_events_dropped_total", Help: "Routine (Normal) Events not written because more were waiting than the buffer holds.",
@@ -56,26 +56,33 @@ func (l *limitedRecorder) Eventf(regarding, related runtime.Object, eventtype, r
 		l.EventRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...)
 		return
 	}
-	held := time.Now()
-	write := func() {
-		l.EventRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...)
-	}
+	write := func() { l.EventRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...) }
 	select {
-	case l.pending <- func() { l.waitQuiet(held); write() }:
+	case l.pending <- heldEvent{since: time.Now(), write: write}:
 	default:
 		l.dropped.Inc()
 	}
 }
 
-// waitQuiet returns once the reconcilers have been idle for quiet, or the
-// event has been held for holdMax.
-func (l *limitedRecorder) waitQuiet(held time.Time) {
+// heldEvent is a Normal event waiting to be written.
+type heldEvent struct {
+	since time.Time
+	write func()
+}
+
+// waitQuiet returns once the reconcilers have been idle for quiet, the
+// event has been held for holdMax, or ctx ends.
+func (l *limitedRecorder) waitQuiet(ctx context.Context, since time.Time) {
 	for {
 		idle := time.Since(time.Unix(0, l.busy.Load()))
-		if idle >= l.quiet || time.Since(held) >= l.holdMax {
+		if idle >= l.quiet || time.Since(since) >= l.holdMax {
 			return
 		}
-		time.Sleep(l.quiet - idle)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(l.quiet - idle):
+		}
 	}
 }
 
@@ -86,11 +93,16 @@ func (l *limitedRecorder) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case write := <-l.pending:
+		case ev := <-l.pending:
 			if err := l.normal.Wait(ctx); err != nil {
 				return nil
 			}
-			write()
+			// Quiet is checked last, right before the write.
+			l.waitQuiet(ctx, ev.since)
+			if ctx.Err() != nil {
+				return nil
+			}
+			ev.write()
 		}
 	}
 }

@@ -407,14 +407,7 @@ func startProcesses(ctx context.Context, env *apiserver.Env, root, dir string, l
 	if err := os.WriteFile(keyFile, key.Data["key"], 0o600); err != nil {
 		return stop, err
 	}
-	saKubeconfig := func(sa string) (string, error) {
-		_, data, err := env.ServiceAccount(ctx, labNamespace, sa)
-		if err != nil {
-			return "", err
-		}
-		path := filepath.Join(dir, sa+".kubeconfig")
-		return path, os.WriteFile(path, data, 0o600)
-	}
+	saKubeconfig := func(sa string) (string, error) { return env.WriteKubeconfig(ctx, dir, labNamespace, sa) }
 	step("starting the controller as ServiceAccount %s/ironlb-controller", labNamespace)
 	ctrlKubeconfig, err := saKubeconfig("ironlb-controller")
 	if err != nil {

@@ -6,6 +6,7 @@ package apiserver
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,9 +26,6 @@ import (
 const (
 	ServiceCIDRv4 = "10.96.0.0/16"
 	ServiceCIDRv6 = "fd00:10:96::/112"
-	// KubernetesServiceIP is the kubernetes Service's ClusterIP, the
-	// first of ServiceCIDRv4: what pods dial for the API server.
-	KubernetesServiceIP = "10.96.0.1"
 )
 
 // Env is a running API server.
@@ -141,7 +139,6 @@ type options struct {
 }
 
 func start(o options) (*Env, error) {
-	withCRDs, addr := o.crds, o.addr
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -151,51 +148,48 @@ func start(o options) (*Env, error) {
 		return nil, err
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: bin}
-	if withCRDs {
+	if o.crds {
 		env.CRDDirectoryPaths = []string{filepath.Join(root, "charts", "ironlb", "crds")}
 		env.ErrorIfCRDPathMissing = true
 	}
 	api := env.ControlPlane.GetAPIServer()
-	if addr != "" {
+	if o.addr != "" {
 		// envtest picks a loopback port unless given both.
-		l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+		l, err := net.Listen("tcp", net.JoinHostPort(o.addr, "0"))
 		if err != nil {
-			return nil, fmt.Errorf("serve the API server on %s: %w", addr, err)
+			return nil, fmt.Errorf("serve the API server on %s: %w", o.addr, err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		api.SecureServing.Address, api.SecureServing.Port = addr, strconv.Itoa(port)
+		api.SecureServing.Address, api.SecureServing.Port = o.addr, strconv.Itoa(port)
 	}
 	api.Configure().Set("service-cluster-ip-range", ServiceCIDRv4+","+ServiceCIDRv6)
-	certDir := ""
+	e := &Env{Scheme: Scheme(), env: env}
 	if o.serviceAccounts {
 		api.Configure().Disable("disable-admission-plugins")
-		// Pods dial the kubernetes Service's ClusterIP: the serving
-		// certificate must name it.
-		if certDir, err = os.MkdirTemp("", "ironlb-apiserver-"); err != nil {
+		// Pods dial the kubernetes Service's ClusterIP, the first address
+		// of the Service range: the serving certificate must name it.
+		if e.certDir, err = os.MkdirTemp("", "ironlb-apiserver-"); err != nil {
 			return nil, err
 		}
-		ips := []net.IP{net.ParseIP(addr), net.ParseIP(KubernetesServiceIP)}
-		if api.SecureServing.CA, err = writeServingCerts(certDir, ips); err != nil {
-			os.RemoveAll(certDir)
+		kubernetesIP := netip.MustParsePrefix(ServiceCIDRv4).Addr().Next()
+		ips := []net.IP{net.ParseIP(o.addr), net.IP(kubernetesIP.AsSlice())}
+		if api.SecureServing.CA, err = writeServingCerts(e.certDir, ips); err != nil {
+			os.RemoveAll(e.certDir)
 			return nil, err
 		}
-		api.CertDir = certDir
+		api.CertDir = e.certDir
 	}
 	cfg, err := env.Start()
 	if err != nil {
 		// Start may fail after etcd and the API server are up (a CRD
 		// that does not install): stop them, or they outlive the test.
-		_ = env.Stop()
-		if certDir != "" {
-			os.RemoveAll(certDir)
-		}
+		_ = e.Stop()
 		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", bin, err)
 	}
 	cfg.QPS, cfg.Burst = -1, 0
-	s := Scheme()
-	e := &Env{Config: cfg, Scheme: s, env: env, certDir: certDir}
-	if e.Client, err = client.New(cfg, client.Options{Scheme: s}); err != nil {
+	e.Config = cfg
+	if e.Client, err = client.New(cfg, client.Options{Scheme: e.Scheme}); err != nil {
 		_ = e.Stop()
 		return nil, err
 	}

@@ -24,13 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/ironlb/ironlb/config/v1beta1"
-	"github.com/ironlb/ironlb/controller"
-	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/test/apiserver"
 	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -200,44 +194,14 @@ func burstOn(t *testing.T, w string, n, writers int, prof *os.File) burstResult 
 	cs := kubernetes.NewForConfigOrDie(cfg)
 
 	if w == "ironlb" {
-		mcfg := rest.CopyConfig(env.Config)
-		app.TuneRESTConfig(mcfg)
-		// A new manager per server, in one process: the controllers'
-		// names repeat.
-		mgr, err := ctrl.NewManager(mcfg, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-			Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
-			t.Fatal(err)
-		}
-		c, _ := client.New(env.Config, client.Options{Scheme: env.Scheme})
-		if err := c.Create(ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.19.0.0/16"}}}); err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = mgr.Start(ctx) }()
-		if !mgr.GetCache().WaitForCacheSync(ctx) {
-			t.Fatal("cache sync")
-		}
+		startIronlb(ctx, t, env, nil)
 	}
 	if w == "metallb" {
 		startMetalLB(ctx, t, env)
 	}
 	time.Sleep(2 * time.Second) // the pool parsed, start-up settled
 
-	next := netip.MustParseAddr("198.18.0.0")
-	var ipMu sync.Mutex
-	vip := corev1.LoadBalancerIPModeVIP
-	writeStatus := func(s *corev1.Service) error {
-		ipMu.Lock()
-		ip := next
-		next = next.Next()
-		ipMu.Unlock()
-		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip.String(), IPMode: &vip}}
-		_, err := cs.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
-		return err
-	}
+	writeStatus := statusWriter(ctx, cs, netip.MustParseAddr("198.18.0.0"))
 	w0, cpu0 := writeCounts(ctx, cs), cpuTime()
 	if w == "ironlb" && prof != nil {
 		if err := pprof.StartCPUProfile(prof); err != nil {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -26,6 +27,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -225,22 +227,57 @@ func startReactiveWriter(ctx context.Context, t *testing.T, cs kubernetes.Interf
 			}
 		}
 	}()
-	var mu sync.Mutex
-	next := netip.MustParseAddr("198.18.128.0")
-	vip := corev1.LoadBalancerIPModeVIP
+	write := statusWriter(ctx, cs, netip.MustParseAddr("198.18.128.0"))
 	for range workers {
 		go func() {
 			for s := range jobs {
-				mu.Lock()
-				ip := next
-				next = next.Next()
-				mu.Unlock()
-				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip.String(), IPMode: &vip}}
-				if _, err := cs.CoreV1().Services(ns).UpdateStatus(ctx, s, metav1.UpdateOptions{}); err != nil && ctx.Err() == nil {
+				if err := write(s); err != nil && ctx.Err() == nil {
 					t.Errorf("reactive write: %v", err)
 				}
 			}
 		}()
+	}
+}
+
+// statusWriter returns a function that writes the next address, counting
+// from first, into a Service's status, as a plain client or watcher does.
+func statusWriter(ctx context.Context, cs kubernetes.Interface, first netip.Addr) func(*corev1.Service) error {
+	var mu sync.Mutex
+	next := first
+	vip := corev1.LoadBalancerIPModeVIP
+	return func(s *corev1.Service) error {
+		mu.Lock()
+		ip := next
+		next = next.Next()
+		mu.Unlock()
+		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip.String(), IPMode: &vip}}
+		_, err := cs.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+		return err
+	}
+}
+
+// startIronlb runs ironlb's controller in this process, as in production
+// (its metrics into reg, if not nil), with one pool of 198.19.0.0/16, and
+// waits for its caches. Each call makes a new manager: the controllers'
+// names repeat.
+func startIronlb(ctx context.Context, t *testing.T, env *apiserver.Env, reg prometheus.Registerer) {
+	t.Helper()
+	mcfg := rest.CopyConfig(env.Config)
+	app.TuneRESTConfig(mcfg)
+	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}, Registry: reg}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.19.0.0/16"}}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		t.Fatal("cache sync")
 	}
 }
 
@@ -266,19 +303,8 @@ func TestBenchController(t *testing.T) {
 	// - reactive: a raw watch of Services and a status write per ADDED
 	//   event, 16 workers. The least any controller must do.
 	// - ironlb: the controller, in this process, as in production.
-	next := netip.MustParseAddr("198.18.0.0")
-	var ipMu sync.Mutex
-	vip := corev1.LoadBalancerIPModeVIP
 	plain := &stream{p: newPhase("plain client (create, then write status)"), ns: "plain", class: ptr.To(plainClass),
-		afterCreate: func(s *corev1.Service) error {
-			ipMu.Lock()
-			ip := next
-			next = next.Next()
-			ipMu.Unlock()
-			s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip.String(), IPMode: &vip}}
-			_, err := cs.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
-			return err
-		}}
+		afterCreate: statusWriter(ctx, cs, netip.MustParseAddr("198.18.0.0"))}
 	reactive := &stream{p: newPhase("plain watcher (watch, then write status)"), ns: "reactive", class: ptr.To(plainClass)}
 	ours := &stream{p: newPhase("ironlb controller"), ns: "ironlb"}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "reactive"}}, metav1.CreateOptions{}); err != nil {
@@ -286,23 +312,8 @@ func TestBenchController(t *testing.T) {
 	}
 	startReactiveWriter(ctx, t, cs, "reactive", 16)
 
-	mcfg := rest.CopyConfig(env.Config)
-	app.TuneRESTConfig(mcfg)
-	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}, Registry: ctrlmetrics.Registry}); err != nil {
-		t.Fatal(err)
-	}
-	c, _ := client.New(env.Config, client.Options{Scheme: env.Scheme})
-	if err := c.Create(ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.19.0.0/16"}}}); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = mgr.Start(ctx) }()
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		t.Fatal("cache sync")
-	}
+	startIronlb(ctx, t, env, ctrlmetrics.Registry)
+	c := env.Client
 	time.Sleep(2 * time.Second) // let the pool be parsed and start-up settle
 	w0 := writeCounts(ctx, cs)
 	total := run(ctx, t, cs, []*stream{plain, reactive, ours})

@@ -25,8 +25,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -196,25 +194,16 @@ func binaries() (string, error) {
 // grant makes the identities the components run as, bound to the roles a
 // cluster gives them: kube-proxy to system:node-proxier, the controller
 // manager to system:kube-controller-manager (it then runs each controller
-// under that controller's own ServiceAccount, as kubeadm's does).
+// under that controller's own ServiceAccount, as kubeadm's does), the
+// scheduler to system:kube-scheduler and system:volume-scheduler.
 func (cl *Cluster) grant(ctx context.Context) error {
-	for _, b := range []struct{ sa, role string }{
-		{"kube-proxy", "system:node-proxier"},
-		{"kube-controller-manager", "system:kube-controller-manager"},
-		{"kube-scheduler", "system:kube-scheduler"},
-		{"kube-scheduler", "system:volume-scheduler"},
+	for sa, roles := range map[string][]string{
+		"kube-proxy":              {"system:node-proxier"},
+		"kube-controller-manager": {"system:kube-controller-manager"},
+		"kube-scheduler":          {"system:kube-scheduler", "system:volume-scheduler"},
 	} {
-		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: b.sa}}
-		if err := cl.c.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("serviceaccount kube-system/%s: %w", b.sa, err)
-		}
-		crb := &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "lab:" + b.sa + ":" + strings.TrimPrefix(b.role, "system:")},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: b.role},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: metav1.NamespaceSystem, Name: b.sa}},
-		}
-		if err := cl.c.Create(ctx, crb); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("clusterrolebinding %s: %w", crb.Name, err)
+		if err := cl.cfg.Env.Grant(ctx, sa, roles...); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -222,12 +211,7 @@ func (cl *Cluster) grant(ctx context.Context) error {
 
 // kubeconfig writes a kubeconfig of ServiceAccount kube-system/sa.
 func (cl *Cluster) kubeconfig(ctx context.Context, sa string) (string, error) {
-	_, data, err := cl.cfg.Env.ServiceAccount(ctx, metav1.NamespaceSystem, sa)
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(cl.cfg.Dir, sa+".kubeconfig")
-	return path, os.WriteFile(path, data, 0o600)
+	return cl.cfg.Env.WriteKubeconfig(ctx, cl.cfg.Dir, metav1.NamespaceSystem, sa)
 }
 
 // startControllerManager runs the EndpointSlice and node IPAM controllers
@@ -443,15 +427,7 @@ func (cl *Cluster) waitProxy(ctx context.Context, node string, timeout time.Dura
 
 // Problems says which component has stopped, or "" if all run: the lab
 // prints it, tests fail with it.
-func (cl *Cluster) Problems() string {
-	var out []string
-	for _, p := range cl.procs {
-		if msg := p.Ended(); msg != "" {
-			out = append(out, msg)
-		}
-	}
-	return strings.Join(out, "\n")
-}
+func (cl *Cluster) Problems() string { return proc.Ended(cl.procs...) }
 
 // Watch reports, once each, every component that stops (its state and
 // last log lines), until ctx ends or Close begins: the lab prints them.

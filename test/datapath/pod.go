@@ -273,15 +273,9 @@ func (p *Pod) Delete(ctx context.Context) error {
 // teardown stops the backend and the pod's status loop and removes its
 // namespace (once).
 func (p *Pod) teardown() {
+	// A real pod has none of these: its kubelet stops it, and Close of
+	// its test/kubelet node ends what is left.
 	p.once.Do(func() {
-		if p.real {
-			// Its kubelet stops it; Close of its test/kubelet node ends
-			// what is left.
-			p.cl.mu.Lock()
-			delete(p.cl.pods, p.Namespace+"/"+p.Name)
-			p.cl.mu.Unlock()
-			return
-		}
 		if p.cancel != nil {
 			p.cancel()
 			<-p.done

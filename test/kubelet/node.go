@@ -29,13 +29,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -114,24 +113,10 @@ func binaries() (string, error) {
 // bound to the system:node role (no Node authorizer runs here), and
 // writes its kubeconfig to dir.
 func Grant(ctx context.Context, env *apiserver.Env, dir string) (string, error) {
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: "kubelet"}}
-	if err := env.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("serviceaccount kube-system/kubelet: %w", err)
-	}
-	crb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "lab:kubelet"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:node"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: metav1.NamespaceSystem, Name: "kubelet"}},
-	}
-	if err := env.Client.Create(ctx, crb); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("clusterrolebinding %s: %w", crb.Name, err)
-	}
-	_, data, err := env.ServiceAccount(ctx, metav1.NamespaceSystem, "kubelet")
-	if err != nil {
+	if err := env.Grant(ctx, "kubelet", "system:node"); err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, "kubelet.kubeconfig")
-	return path, os.WriteFile(path, data, 0o600)
+	return env.WriteKubeconfig(ctx, dir, metav1.NamespaceSystem, "kubelet")
 }
 
 // Start runs containerd, loads the images and runs the kubelet, until the
@@ -325,17 +310,7 @@ func (n *Node) waitReady(ctx context.Context, timeout time.Duration) error {
 }
 
 // Problems says which of the node's components has stopped, or "".
-func (n *Node) Problems() string {
-	var out []string
-	for _, p := range []*proc.Proc{n.containerd, n.kubelet} {
-		if p != nil {
-			if msg := p.Ended(); msg != "" {
-				out = append(out, msg)
-			}
-		}
-	}
-	return strings.Join(out, "\n")
-}
+func (n *Node) Problems() string { return proc.Ended(n.containerd, n.kubelet) }
 
 // PodLogs returns, for each container of a pod on this node, the first
 // lines and the last n of its latest run's log, as the kubelet keeps it: a
@@ -356,11 +331,10 @@ func (n *Node) PodLogs(namespace, pod string, lines int) string {
 		}
 		b, _ := os.ReadFile(latest)
 		all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		text := strings.Join(all, "\n")
 		if len(all) > lines+3 {
-			text = strings.Join(all[:3], "\n") + "\n[...]\n" + proc.Tail(text, lines)
+			all = slices.Concat(all[:3], []string{"[...]"}, all[len(all)-lines:])
 		}
-		out = append(out, fmt.Sprintf("%s:\n%s", latest, text))
+		out = append(out, latest+":\n"+strings.Join(all, "\n"))
 	}
 	if len(out) == 0 {
 		return fmt.Sprintf("(no logs of pod %s/%s on node %s)", namespace, pod, n.cfg.Name)

@@ -56,11 +56,11 @@ func WaitWorkloads(ctx context.Context, c client.Client, namespace string, nodes
 
 // Diagnose says, for each pod of namespace that is not ready or has
 // restarted (a liveness probe that fails restarts a container that may be
-// ready again between restarts), where it
-// came from (its owner and container, the chart's workload), what its
-// containers' state and last termination were, what the kubelet reported
-// (Unhealthy, BackOff, Failed events) and its last log lines; and which
-// node component has stopped. "" if all is well.
+// ready again between restarts), where it came from (its owner and
+// container, the chart's workload), what its containers' state and last
+// termination were, what the kubelet reported (Unhealthy, BackOff, Failed
+// events) and its last log lines; and which node component has stopped.
+// "" if all is well.
 func Diagnose(ctx context.Context, c client.Client, namespace string, nodes map[string]*Node) string {
 	var pods corev1.PodList
 	if err := c.List(ctx, &pods, client.InNamespace(namespace)); err != nil {

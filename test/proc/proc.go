@@ -58,6 +58,21 @@ func (p *Proc) Ended() string {
 	}
 }
 
+// Ended says, for each of ps (nil ones skipped) that has ended, its exit
+// state and last log lines, or "" if all run.
+func Ended(ps ...*Proc) string {
+	var out []string
+	for _, p := range ps {
+		if p == nil {
+			continue
+		}
+		if msg := p.Ended(); msg != "" {
+			out = append(out, msg)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // Kill sends SIGKILL, as a crash would.
 func (p *Proc) Kill() { _ = p.cmd.Process.Kill() }
 
