@@ -14,12 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 )
 
 func TestAssignsLowestFreeAndWritesStatus(t *testing.T) {
 	h := newHarness(t)
-	h.startController(controllerOpts{filter: ClassFilter{Default: true}})
+	h.startController(controllerOpts{filter: config.ClassFilter{Default: true}})
 	h.create(h.pool("blue", "198.18.0.10-198.18.0.12"))
 	h.create(h.svc("a", 80))
 	s := h.waitIPs("a", "198.18.0.10")
@@ -57,7 +58,7 @@ func TestAssignsLowestFreeAndWritesStatus(t *testing.T) {
 
 func TestRequestedIPs(t *testing.T) {
 	h := newHarness(t)
-	h.startController(controllerOpts{filter: ClassFilter{Default: true}})
+	h.startController(controllerOpts{filter: config.ClassFilter{Default: true}})
 	h.create(h.pool("blue", "198.18.0.0/24", "2001:db8::/120"))
 
 	s := h.svc("ann", 80)
@@ -105,7 +106,7 @@ func TestRequestedIPs(t *testing.T) {
 
 func TestNamedPoolAndServiceAllocation(t *testing.T) {
 	h := newHarness(t)
-	h.startController(controllerOpts{filter: ClassFilter{Default: true}})
+	h.startController(controllerOpts{filter: config.ClassFilter{Default: true}})
 	manual := h.pool("manual", "198.18.9.0/24")
 	manual.Spec.AutoAssign = ptr.To(false)
 	h.create(manual)
@@ -149,7 +150,7 @@ func TestNamedPoolAndServiceAllocation(t *testing.T) {
 
 func TestSharing(t *testing.T) {
 	h := newHarness(t)
-	h.startController(controllerOpts{filter: ClassFilter{Default: true}})
+	h.startController(controllerOpts{filter: config.ClassFilter{Default: true}})
 	h.create(h.pool("blue", "198.18.0.0/24"))
 	mk := func(name, key string, port int32, local bool, app string) {
 		s := h.svc(name, port)
@@ -203,7 +204,7 @@ func dualStack(s *corev1.Service, policy corev1.IPFamilyPolicy) {
 
 func TestDualStack(t *testing.T) {
 	h := newHarness(t)
-	h.startController(controllerOpts{filter: ClassFilter{Default: true}})
+	h.startController(controllerOpts{filter: config.ClassFilter{Default: true}})
 	h.create(h.pool("v4only", "198.18.0.0/30"))
 
 	s := h.svc("req", 80)
@@ -244,7 +245,7 @@ func TestDualStack(t *testing.T) {
 
 func TestClassFiltering(t *testing.T) {
 	h := newHarness(t)
-	h.startController(controllerOpts{filter: ClassFilter{Default: false}})
+	h.startController(controllerOpts{filter: config.ClassFilter{Default: false}})
 	h.create(h.pool("blue", "198.18.0.0/24"))
 	s := h.svc("noclass", 80)
 	h.create(s)
@@ -285,7 +286,7 @@ func TestClassFiltering(t *testing.T) {
 
 func TestPoolShrinkAndDelete(t *testing.T) {
 	h := newHarness(t)
-	h.startController(controllerOpts{filter: ClassFilter{Default: true}})
+	h.startController(controllerOpts{filter: config.ClassFilter{Default: true}})
 	p := h.pool("blue", "198.18.0.0/30")
 	h.create(p)
 	h.create(h.svc("a", 80))
@@ -340,7 +341,7 @@ func TestPoolShrinkAndDelete(t *testing.T) {
 
 func TestInvalidConfigIsFlaggedAndHarmless(t *testing.T) {
 	h := newHarness(t)
-	h.startController(controllerOpts{filter: ClassFilter{Default: true}})
+	h.startController(controllerOpts{filter: config.ClassFilter{Default: true}})
 	h.create(h.pool("old", "198.18.0.0/24"))
 	h.create(h.svc("a", 80))
 	h.waitIPs("a", "198.18.0.0")
@@ -377,7 +378,7 @@ func TestInvalidConfigIsFlaggedAndHarmless(t *testing.T) {
 // every address where it was and hands out none twice.
 func TestRestartMovesNothing(t *testing.T) {
 	h := newHarness(t)
-	stop := h.startController(controllerOpts{filter: ClassFilter{Default: true}})
+	stop := h.startController(controllerOpts{filter: config.ClassFilter{Default: true}})
 	h.create(h.pool("blue", "198.18.0.0/28"))
 	want := map[string]string{}
 	for i := range 6 {
@@ -393,7 +394,7 @@ func TestRestartMovesNothing(t *testing.T) {
 	delete(want, "s0")
 	h.create(h.svc("late1", 80))
 	h.create(h.svc("late2", 80))
-	h.startController(controllerOpts{filter: ClassFilter{Default: true}})
+	h.startController(controllerOpts{filter: config.ClassFilter{Default: true}})
 	for n, ip := range want {
 		h.waitIPs(n, ip)
 	}
@@ -415,8 +416,8 @@ func TestRestartMovesNothing(t *testing.T) {
 
 func TestLeaderElectionHandover(t *testing.T) {
 	h := newHarness(t)
-	stopA, electedA := h.startElected(controllerOpts{leaderElect: true, identity: "a", filter: ClassFilter{Default: true}})
-	stopB, electedB := h.startElected(controllerOpts{leaderElect: true, identity: "b", filter: ClassFilter{Default: true}})
+	stopA, electedA := h.startElected(controllerOpts{leaderElect: true, identity: "a", filter: config.ClassFilter{Default: true}})
+	stopB, electedB := h.startElected(controllerOpts{leaderElect: true, identity: "b", filter: config.ClassFilter{Default: true}})
 	h.create(h.pool("blue", "198.18.0.0/24"))
 	for i := range 5 {
 		h.create(h.svc(fmt.Sprintf("s%d", i), 80))

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/test/apiserver"
@@ -54,7 +55,7 @@ func newHarness(t *testing.T) *harness {
 type controllerOpts struct {
 	leaderElect bool
 	identity    string
-	filter      ClassFilter
+	filter      config.ClassFilter
 }
 
 // startController runs a manager with the ironlb controllers until the

@@ -16,23 +16,6 @@ import (
 	"github.com/ironlb/ironlb/ipam"
 )
 
-// ClassFilter decides which Services are ironlb's.
-type ClassFilter struct {
-	// Default makes ironlb answer Services that set no loadBalancerClass.
-	Default bool
-}
-
-// Manages tells whether svc is a LoadBalancer Service of ironlb's class.
-func (f ClassFilter) Manages(svc *corev1.Service) bool {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		return false
-	}
-	if svc.Spec.LoadBalancerClass == nil {
-		return f.Default
-	}
-	return *svc.Spec.LoadBalancerClass == v1beta1.LoadBalancerClass
-}
-
 // errRequest marks a problem with what the Service asks for, as opposed to
 // a shortage of addresses: the user has to change the Service.
 var errRequest = errors.New("invalid request")

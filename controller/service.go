@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/ipam"
 )
@@ -46,7 +47,7 @@ const (
 type ServiceReconciler struct {
 	Client   client.Client
 	State    *State
-	Filter   ClassFilter
+	Filter   config.ClassFilter
 	Recorder events.EventRecorder
 	// Busy, if set, is told each time a reconcile starts (the Recorder
 	// holds routine Events back meanwhile).

@@ -28,7 +28,7 @@ import (
 
 // Options configure the controller.
 type Options struct {
-	Filter ClassFilter
+	Filter config.ClassFilter
 	// Workers is the number of Services reconciled at once. Writes to the
 	// API server are what takes time, so more workers keep more of them
 	// in flight while allocation stays serialised.
@@ -188,7 +188,7 @@ func delayed(d time.Duration) handler.EventHandler {
 // what ironlb wrote (so leaving ironlb's care is noticed). Other Services,
 // ClusterIP or another class (the class is immutable), never cost a
 // reconcile.
-func loadBalancerish(filter ClassFilter) predicate.Predicate {
+func loadBalancerish(filter config.ClassFilter) predicate.Predicate {
 	relevant := func(o client.Object) bool {
 		s, ok := o.(*corev1.Service)
 		if !ok {

@@ -92,7 +92,7 @@ func ReadConfig(ctx context.Context, r client.Reader) (config.Objects, error) {
 // new leader's cache may trail the old leader's last writes by a moment,
 // and an address it did not see is an address it could hand out twice.
 // Services whose recorded addresses conflict are remembered (Conflict).
-func (s *State) Prime(ctx context.Context, live client.Reader, filter ClassFilter) error {
+func (s *State) Prime(ctx context.Context, live client.Reader, filter config.ClassFilter) error {
 	objs, err := ReadConfig(ctx, live)
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
@@ -52,6 +53,9 @@ type Options struct {
 	// a busy API server that can take minutes, and giving up early means
 	// a restart and another list. Default 15 minutes.
 	SyncTimeout time.Duration
+	// Filter says which Services are ironlb's; it must be the
+	// controller's.
+	Filter config.ClassFilter
 }
 
 // stripUnread is the informers' transform: every node caches every
@@ -131,8 +135,11 @@ type cachedService struct {
 	metav1.ObjectMeta
 	// AllocatedFrom is the v1beta1.AnnotationAllocatedFrom annotation.
 	AllocatedFrom string
-	IPs           []netip.Addr // of status.loadBalancer.ingress
-	Local         bool         // externalTrafficPolicy: Local
+	// Class is spec.loadBalancerClass (nil: none): a Service of another
+	// load balancer's class is not this speaker's to announce or report.
+	Class *string
+	IPs   []netip.Addr // of status.loadBalancer.ingress
+	Local bool         // externalTrafficPolicy: Local
 	// Announced is the ironlb.io/Announced condition, nil if none.
 	Announced *metav1.Condition
 }
@@ -144,6 +151,7 @@ func newCachedService(s *corev1.Service) *cachedService {
 			Labels: s.Labels, DeletionTimestamp: s.DeletionTimestamp,
 		},
 		AllocatedFrom: s.Annotations[v1beta1.AnnotationAllocatedFrom],
+		Class:         s.Spec.LoadBalancerClass,
 		IPs:           config.IngressIPs(s),
 		Local:         s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 	}
@@ -219,7 +227,7 @@ func Run(ctx context.Context, cs *kube.Clients, log logr.Logger, opts Options) e
 	rec := &Reconciler{
 		Stores: stores, Core: cs.Core, IronLB: cs.IronLB, Self: opts.NodeName, Mesh: mesh, MeshPort: opts.MeshPort,
 		Recorder: events, Log: log, Interfaces: opts.Interfaces, Namespace: opts.Namespace, BGP: drv,
-		Trimmer: trimmer,
+		Trimmer: trimmer, Filter: opts.Filter,
 	}
 	anns := &announcerSet{
 		byName: map[string]*l2.Announcer{},
@@ -460,7 +468,8 @@ func planInputChanged(oldObj, newObj any) bool {
 	switch o := oldObj.(type) {
 	case *cachedService:
 		n, ok := newObj.(*cachedService)
-		return !ok || o.AllocatedFrom != n.AllocatedFrom || o.Local != n.Local || !slices.Equal(o.IPs, n.IPs)
+		return !ok || o.AllocatedFrom != n.AllocatedFrom || o.Local != n.Local || !slices.Equal(o.IPs, n.IPs) ||
+			!ptr.Equal(o.Class, n.Class)
 	case *corev1.Node:
 		n, ok := newObj.(*corev1.Node)
 		return !ok || !equality.Semantic.DeepEqual(o.Spec, n.Spec) || !equality.Semantic.DeepEqual(o.Status, n.Status)

@@ -137,6 +137,9 @@ type Reconciler struct {
 	BGP BGPDriver
 	// Trimmer hears of every pass (nil: nobody trims).
 	Trimmer *Trimmer
+	// Filter says which Services are ironlb's: another load balancer's
+	// are neither announced nor given ironlb's condition.
+	Filter config.ClassFilter
 
 	mu        sync.Mutex
 	conflicts map[netip.Addr]net.HardwareAddr
@@ -306,7 +309,9 @@ func (r *Reconciler) Pass(ctx context.Context) (retry time.Duration, err error) 
 	// Service on every pass (most of a pass's allocations in a large
 	// cluster). Nothing below may modify them.
 	nodeList := objects[corev1.Node](r.Stores.Nodes)
-	svcList := objects[cachedService](r.Stores.Services)
+	svcList := slices.DeleteFunc(objects[cachedService](r.Stores.Services), func(s *cachedService) bool {
+		return !r.Filter.ManagesClass(s.Class)
+	})
 	epSlices := objects[discoveryv1.EndpointSlice](r.Stores.EndpointSlices)
 
 	meshPeers := peers(nodeList, r.MeshPort)

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/internal/app"
@@ -88,7 +89,7 @@ func run() error {
 		return fmt.Errorf("manager: %w", err)
 	}
 	if _, err := controller.Setup(mgr, controller.Options{
-		Filter:   controller.ClassFilter{Default: *defaultClass},
+		Filter:   config.ClassFilter{Default: *defaultClass},
 		Workers:  *workers,
 		Registry: metrics.Registry,
 	}); err != nil {

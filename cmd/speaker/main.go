@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/internal/kube"
 	"github.com/ironlb/ironlb/speaker"
@@ -60,6 +61,7 @@ func run(profileRate int) error {
 		insecureMetrics = flag.Bool("metrics-insecure", false, "serve metrics over plain HTTP without authentication (only for local labs)")
 		pprofOn         = flag.Bool("pprof", false, "also serve Go's profiler under /debug/pprof/ on the metrics endpoint, authenticated like it")
 		probeAddr       = flag.String("health-probe-bind-address", ":7475", "address of /healthz and /readyz")
+		defaultClass    = flag.Bool("default-class", true, "also handle LoadBalancer Services that set no spec.loadBalancerClass (must match the controller's)")
 		syncTimeout     = flag.Duration("cache-sync-timeout", 15*time.Minute, "give up (and exit) when the first list of every watched kind takes longer")
 	)
 	logOpts := app.BindLogFlags(flag.CommandLine)
@@ -127,6 +129,6 @@ func run(profileRate int) error {
 	log.Info("speaker starting", "version", version, "node", *nodeName)
 	return speaker.Run(ctx, cs, log.WithName("speaker"), speaker.Options{
 		NodeName: *nodeName, MeshPort: uint16(*meshPort), MeshMaxRate: *meshMaxRate, Key: key, Namespace: *namespace,
-		Interfaces: ifaces, Registry: reg, SyncTimeout: *syncTimeout,
+		Interfaces: ifaces, Registry: reg, SyncTimeout: *syncTimeout, Filter: config.ClassFilter{Default: *defaultClass},
 	})
 }

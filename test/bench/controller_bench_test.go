@@ -31,6 +31,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/internal/app"
@@ -269,7 +270,7 @@ func startIronlb(ctx context.Context, t *testing.T, env *apiserver.Env, reg prom
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}, Registry: reg}); err != nil {
+	if _, err := controller.Setup(mgr, controller.Options{Filter: config.ClassFilter{Default: true}, Registry: reg}); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.Client.Create(ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.19.0.0/16"}}}); err != nil {

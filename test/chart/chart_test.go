@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/internal/app"
@@ -145,7 +146,7 @@ func TestApplyAndRunUnderChartRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
+	if _, err := controller.Setup(mgr, controller.Options{Filter: config.ClassFilter{Default: true}}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = mgr.Start(ctx) }()

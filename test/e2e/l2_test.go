@@ -24,6 +24,7 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/internal/app"
@@ -62,7 +63,7 @@ func runController(ctx context.Context, t *testing.T, env *apiserver.Env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := controller.Setup(mgr, controller.Options{Filter: controller.ClassFilter{Default: true}}); err != nil {
+	if _, err := controller.Setup(mgr, controller.Options{Filter: config.ClassFilter{Default: true}}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = mgr.Start(ctx) }()

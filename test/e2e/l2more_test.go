@@ -236,3 +236,51 @@ func TestL2ServiceTypeChange(t *testing.T) {
 	cl.waitOwner(ip, 10*time.Second, "")
 	cl.waitAnnounced("web", metav1.ConditionTrue, "announced by node")
 }
+
+// TestL2OtherClassLeftAlone: a Service of another load balancer's class
+// whose address (written by that load balancer) lies in an ironlb pool is
+// not answered for, and gets neither ironlb's condition nor its Events:
+// in a cluster running two load balancers side by side, each keeps to
+// its own Services.
+func TestL2OtherClassLeftAlone(t *testing.T) {
+	cl := newCluster(t, "node1", "node2")
+	cl.l2Setup("198.18.0.200-198.18.0.220")
+	other := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "other"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: ptr.To("example.com/other-lb"),
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if err := cl.c.Create(cl.ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	foreign := netip.MustParseAddr("198.18.0.219")
+	other.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: foreign.String()}}
+	if err := cl.c.Status().Update(cl.ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	// ironlb's own Service announced: the speakers have seen both.
+	ip := cl.service("web")
+	cl.waitOwner(ip, 10*time.Second, "")
+	cl.waitAnnounced("web", metav1.ConditionTrue, "announced by node")
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if o, err := cl.owner(foreign); err == nil {
+			t.Fatalf("%s (Service default/other, class example.com/other-lb) answered by %s", foreign, o)
+		}
+	}
+	var s corev1.Service
+	if err := cl.c.Get(cl.ctx, types.NamespacedName{Namespace: "default", Name: "other"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Status.Conditions) > 0 || len(s.Status.LoadBalancer.Ingress) != 1 {
+		t.Fatalf("Service default/other of another class was written: %+v", s.Status)
+	}
+	var evs corev1.EventList
+	if err := cl.c.List(cl.ctx, &evs); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Name == "other" {
+			t.Fatalf("an Event on Service default/other of another class: %s %s", e.Reason, e.Message)
+		}
+	}
+}
