@@ -101,11 +101,20 @@ bench-controller: k8s-binaries
 	$(GO) test -tags bench -count=1 -timeout 30m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-report=$(CURDIR)/bin/bench-controller.txt
 	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchControllerBurst$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -burst-writers=$${WRITERS:-8} -burst-pairs=$${PAIRS:-3} -bench-report=$(CURDIR)/bin/bench-controller.txt
 
-# bench-vs-metallb: the controller burst with MetalLB's controller as a
-# fourth writer (each on a fresh API server). The rest of issue 18's
-# side-by-side comparison (L2, BGP, speaker footprint) is still to come.
-bench-vs-metallb: k8s-binaries peers
-	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchControllerBurst$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -burst-writers=$${WRITERS:-8} -burst-pairs=$${PAIRS:-3} -burst-metallb -bench-report=$(CURDIR)/bin/bench-vs-metallb.txt
+# bench-vs-metallb: ironlb beside MetalLB v0.15.2 (bin/peers/, `make
+# peers`), in one run: the controller paced (MetalLB's controller a fourth
+# interleaved writer) and as a burst (MetalLB a fourth writer, each on a
+# fresh API server), each controller then restarted with its N Services;
+# then both load balancers in the same beds at once: layer-2 failover
+# (RUNS of each fault), BGP announce and crash withdrawal, and the
+# speakers' footprint with IPS addresses each. The controller tables go
+# to bin/bench-vs-metallb.txt, the rest into docs/comparison.md. 10,000
+# Services: `make bench-vs-metallb N=10000 PAIRS=1` (MetalLB takes 8 min
+# a round).
+bench-vs-metallb: deps k8s-binaries build peers
+	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -bench-rate=$${RATE:-60} -bench-metallb -bench-report=$(CURDIR)/bin/bench-vs-metallb.txt
+	$(GO) test -tags bench -count=1 -timeout 120m -run '^TestBenchControllerBurst$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -burst-writers=$${WRITERS:-8} -burst-pairs=$${PAIRS:-3} -burst-metallb -burst-restart -bench-report=$(CURDIR)/bin/bench-vs-metallb.txt
+	$(GO) test -tags bench -count=1 -timeout 90m -run '^TestBenchVsMetalLB(L2|BGP|Footprint)$$' -v ./test/e2e/ -args -failover-runs=$${RUNS:-20} -vs-ips=$${IPS:-2000} -report=$(CURDIR)/docs/comparison.md
 
 # bench-scale: the controller process with 10,000 Services over 20 pools,
 # then 50 speaker processes announcing 2,000 L2 addresses; one after the

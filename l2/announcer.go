@@ -88,6 +88,10 @@ const (
 	defaultGratuitousInterval = 200 * time.Millisecond
 	defaultProbeTimeout       = 200 * time.Millisecond
 	defaultYieldTimeout       = 2 * time.Second
+	// recentPeerClaim: a peer's claim this recent, when the plan moves
+	// the address away, was the new owner's announcement arriving before
+	// this node's own view changed.
+	recentPeerClaim = time.Second
 
 	// defendInterval is RFC 5227's DEFEND_INTERVAL: while announcing, at
 	// most one conflict report and defensive announcement per IP per this
@@ -183,6 +187,9 @@ type entry struct {
 	// parked: announcing, with no goroutine (see entry). Guarded by
 	// Announcer.mu.
 	parked bool
+	// peerClaimAt is when a peer (IsPeer) last claimed the IP while it
+	// was announced here. Guarded by Announcer.mu.
+	peerClaimAt time.Time
 	// lastReport is when a claim while announcing was last reported and
 	// defended (defendInterval). Only the entry's goroutine uses it, and
 	// an entry has one at a time.
@@ -367,6 +374,16 @@ func (a *Announcer) Update(ips []netip.Addr, m Moves) {
 			continue
 		}
 		if e.phase == phaseAnnouncing && m.Yield != nil && m.Yield(ip) {
+			if time.Since(e.peerClaimAt) < recentPeerClaim {
+				// The new owner announced just before this node's own
+				// view moved the address (its claim was defended): it
+				// will not announce again soon, and a yield would keep
+				// answering for YieldTimeout an address it no longer
+				// wants.
+				a.log.Info("the new owner announced already; released", "ip", ip.String())
+				a.dropLocked(e)
+				continue
+			}
 			a.log.Info("yielding to the new owner", "ip", ip.String())
 			e.yielding = time.AfterFunc(a.opts.YieldTimeout, func() { a.dropYielding(e) })
 			continue
@@ -732,6 +749,9 @@ func (a *Announcer) hold(ctx context.Context, e *entry, burst *time.Ticker) (par
 		case c := <-e.claims:
 			a.mu.Lock()
 			yield := a.leaving || e.yielding != nil
+			if !yield && a.isPeer(c.mac) {
+				e.peerClaimAt = time.Now()
+			}
 			if yield {
 				// The new owner announced: withdraw, do not defend.
 				if e.yielding != nil {

@@ -655,6 +655,22 @@ func TestTakeoverSkipsProbe(t *testing.T) {
 	}
 }
 
+// yieldAll says every address leaving the set moves to a live peer.
+func yieldAll(netip.Addr) bool { return true }
+
+// announcingBoth starts an announcer answering for vip4 and otherVIP4,
+// its gratuitous bursts sent, and a peer on the LAN.
+func announcingBoth(t *testing.T, tn *testNet, opts Options) (*testAnnouncer, *arpPeer) {
+	t.Helper()
+	a := startAnnouncer(t, tn, opts)
+	peer := newARPPeer(t, tn)
+	a.Set([]netip.Addr{vip4, otherVIP4})
+	waitAnnouncing(t, a.Announcer, vip4, true, 2*time.Second)
+	waitAnnouncing(t, a.Announcer, otherVIP4, true, 2*time.Second)
+	time.Sleep(time.Duration(opts.GratuitousCount) * opts.GratuitousInterval)
+	return a, peer
+}
+
 // A yielded IP (moved to a live node) keeps being answered until the new
 // owner announces it, is then withdrawn without a defence, and is released
 // anyway when nobody takes it over within YieldTimeout.
@@ -665,15 +681,8 @@ func TestYield(t *testing.T) {
 	opts.OnConflict = got.record
 	opts.Metrics = NewMetrics(nil)
 	opts.YieldTimeout = 500 * time.Millisecond
-	a := startAnnouncer(t, tn, opts)
-	peer := newARPPeer(t, tn)
-	yield := Moves{Yield: func(netip.Addr) bool { return true }}
-
-	a.Set([]netip.Addr{vip4, otherVIP4})
-	waitAnnouncing(t, a.Announcer, vip4, true, 2*time.Second)
-	waitAnnouncing(t, a.Announcer, otherVIP4, true, 2*time.Second)
-	time.Sleep(time.Duration(opts.GratuitousCount) * opts.GratuitousInterval)
-	a.Update(nil, yield)
+	a, peer := announcingBoth(t, tn, opts)
+	a.Update(nil, Moves{Yield: yieldAll})
 	peer.drain()
 	peer.request(t, vip4)
 	if _, ok := peer.next(time.Second, isReplyFor(vip4)); !ok {
@@ -707,11 +716,45 @@ func TestYield(t *testing.T) {
 	// Wanted back while yielding: kept, never withdrawn.
 	a.Set([]netip.Addr{vip4})
 	waitAnnouncing(t, a.Announcer, vip4, true, 2*time.Second)
-	a.Update(nil, yield)
+	a.Update(nil, Moves{Yield: yieldAll})
 	a.Set([]netip.Addr{vip4})
 	time.Sleep(2 * opts.YieldTimeout)
 	if ips := a.Announcing(); !slices.Equal(ips, []netip.Addr{vip4}) {
 		t.Errorf("Announcing() = %v after a cancelled yield, want [%v]", ips, vip4)
+	}
+}
+
+// The new owner's announcement can reach this node just before its own
+// view of the cluster moves the address away: the claim is defended (a
+// peer with another view), and the yield that follows must not wait for
+// another claim that may never come (the new owner's burst is over): the
+// address is released at once, not after YieldTimeout.
+func TestYieldAfterPeerClaim(t *testing.T) {
+	tn := newTestNet(t)
+	opts := testOptions(t)
+	opts.YieldTimeout = 3 * time.Second
+	opts.IsPeer = func(mac net.HardwareAddr) bool { return mac.String() == tn.clientMAC.String() }
+	a, peer := announcingBoth(t, tn, opts)
+	// The peer announces vip4 once; this node still wants it and defends.
+	peer.drain()
+	peer.send(t, arp.OperationRequest, vip4, ethernetZero, vip4, ethernet.Broadcast)
+	if _, ok := peer.next(time.Second, isGratuitousFor(vip4, tn.nodeMAC)); !ok {
+		t.Fatal("a peer's claim while wanted was not defended")
+	}
+	// Then the plan moves both away: vip4 goes at once, otherVIP4 (no
+	// claim) is yielded.
+	start := time.Now()
+	a.Update(nil, Moves{Yield: yieldAll})
+	if d := time.Since(start); slices.Contains(a.Announcing(), vip4) {
+		t.Fatalf("vip4 still announced %s after a yield that its new owner's claim preceded", d)
+	}
+	peer.drain()
+	peer.request(t, vip4)
+	if _, ok := peer.next(300*time.Millisecond, isReplyFor(vip4)); ok {
+		t.Error("vip4 answered after its yield, its new owner having announced")
+	}
+	if !slices.Contains(a.Announcing(), otherVIP4) {
+		t.Error("otherVIP4, claimed by nobody, was not yielded (kept answered until a claim or YieldTimeout)")
 	}
 }
 

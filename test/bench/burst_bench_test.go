@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -26,6 +25,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/metallb"
+	"github.com/ironlb/ironlb/test/proc"
 	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
@@ -35,6 +36,7 @@ var (
 	burstPairs   = flag.Int("burst-pairs", 3, "rounds of phases (plain client, plain watcher, ironlb), each phase on a fresh API server")
 	burstProfile = flag.String("burst-cpuprofile", "", "write a CPU profile of the ironlb phases here")
 	burstMetalLB = flag.Bool("burst-metallb", false, "also measure MetalLB's controller (bin/peers/metallb-controller, `make peers`)")
+	burstRestart = flag.Bool("burst-restart", false, "after each controller's burst, restart it: time until a new Service gets its address, and addresses changed")
 )
 
 // burstPhase is one closed-loop burst: writers goroutines create n
@@ -79,7 +81,7 @@ func burstPhase(ctx context.Context, t *testing.T, cs kubernetes.Interface, name
 	wg.Wait()
 	select {
 	case <-done:
-	case <-time.After(benchTimeout):
+	case <-time.After(waitFor(n)):
 		t.Fatalf("%s: only %d of %d Services got an IP", name, len(p.latencies()), n)
 	}
 	return p, time.Since(start)
@@ -96,6 +98,7 @@ type burstResult struct {
 	p99, p50, total time.Duration
 	writes          string
 	cpu             time.Duration // this process's CPU per Service in the phase
+	restart         string        // what restartOn saw, with -burst-restart
 }
 
 // TestBenchControllerBurst is issue 18's burst: per round, the plain
@@ -128,6 +131,9 @@ func TestBenchControllerBurst(t *testing.T) {
 				continue
 			}
 			fmt.Fprintf(&b, "%-6d %-8s %9s %9s %9s %10s  %s\n", pair+1, w, ms(r.p50), ms(r.p99), r.total.Round(time.Millisecond), ms(r.cpu), r.writes)
+			if r.restart != "" {
+				fmt.Fprintf(&b, "%-6d %-8s %s\n", pair+1, w, r.restart)
+			}
 		}
 		ratiosP99 = append(ratiosP99, ratio(res["ironlb"].p99, res["plain"].p99))
 		ratiosTotal = append(ratiosTotal, ratio(res["ironlb"].total, res["plain"].total))
@@ -193,11 +199,14 @@ func burstOn(t *testing.T, w string, n, writers int, prof *os.File) burstResult 
 	cfg.QPS, cfg.Burst = -1, 0
 	cs := kubernetes.NewForConfigOrDie(cfg)
 
-	if w == "ironlb" {
-		startIronlb(ctx, t, env, nil)
-	}
-	if w == "metallb" {
-		startMetalLB(ctx, t, env)
+	var restart func() // stops the controller and starts it anew
+	switch w {
+	case "ironlb":
+		stop := startIronlb(ctx, t, env, nil)
+		restart = func() { stop(); stop = startIronlb(ctx, t, env, nil) }
+	case "metallb":
+		p, again := startMetalLB(ctx, t, env)
+		restart = func() { p.Kill(); p.Wait(); p = again() }
 	}
 	time.Sleep(2 * time.Second) // the pool parsed, start-up settled
 
@@ -227,67 +236,89 @@ func burstOn(t *testing.T, w string, n, writers int, prof *os.File) burstResult 
 	cpu := cpuTime() - cpu0
 	time.Sleep(time.Second) // trailing writes (events, pool status)
 	l := p.latencies()
-	return burstResult{p50: pct(l, .5), p99: pct(l, .99), total: total, writes: diffCounts(w0, writeCounts(ctx, cs), n), cpu: cpu / time.Duration(n)}
+	r := burstResult{p50: pct(l, .5), p99: pct(l, .99), total: total, writes: diffCounts(w0, writeCounts(ctx, cs), n), cpu: cpu / time.Duration(n)}
+	if *burstRestart && restart != nil {
+		r.restart = restartOn(ctx, t, cs, w, restart)
+	}
+	return r
+}
+
+// restartOn restarts a controller whose Services (in ns) all have their
+// addresses, creating a new Service as the old controller stops, and
+// says how long after the stop that Service had its address and how many
+// of the others' addresses changed.
+func restartOn(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string, restart func()) string {
+	t.Helper()
+	ips := func() map[string]string {
+		l, err := cs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, s := range l.Items {
+			if len(s.Status.LoadBalancer.Ingress) > 0 {
+				out[s.Name] = s.Status.LoadBalancer.Ingress[0].IP
+			}
+		}
+		return out
+	}
+	before := ips()
+	start := time.Now()
+	restarted := make(chan struct{})
+	go func() { restart(); close(restarted) }()
+	probe := service(ns, 99999, nil)
+	probe.Name = "after-restart"
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, probe, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var took time.Duration
+	for {
+		s, err := cs.CoreV1().Services(ns).Get(ctx, probe.Name, metav1.GetOptions{})
+		if err == nil && len(s.Status.LoadBalancer.Ingress) > 0 {
+			took = time.Since(start)
+			break
+		}
+		if time.Since(start) > benchTimeout {
+			t.Fatalf("%s: the Service created at the restart has no address after %s", ns, benchTimeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	<-restarted
+	time.Sleep(2 * time.Second) // whatever the new controller would rewrite
+	after, changed := ips(), 0
+	for name, ip := range before {
+		if after[name] != ip {
+			changed++
+		}
+	}
+	return fmt.Sprintf("restart with %d Services: new Service's address %s after the stop; addresses changed: %d", len(before), took.Round(time.Millisecond), changed)
 }
 
 // startMetalLB installs MetalLB's CRDs (from its module, as built by
 // hack/peers.sh), a pool of the same size as ironlb's, and runs its
 // controller (bin/peers/metallb-controller) as its own process, webhooks
-// off, until the test ends.
-func startMetalLB(ctx context.Context, t *testing.T, env *apiserver.Env) {
+// off (args added), until the test ends; again starts another once that
+// one is gone.
+func startMetalLB(ctx context.Context, t *testing.T, env *apiserver.Env, args ...string) (p *proc.Proc, again func() *proc.Proc) {
 	t.Helper()
-	root, err := apiserver.Root()
-	if err != nil {
+	if err := metallb.Install(ctx, env.Client); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(root, "bin", "peers", "metallb-controller")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%v: run `make peers`", err)
+	if err := metallb.Apply(ctx, env.Client, metallb.Pool("bench", "198.19.0.0/16")); err != nil {
+		t.Fatalf("MetalLB IPAddressPool: %v", err)
 	}
-	list := exec.Command("go", "list", "-mod=readonly", "-m", "-f", "{{.Dir}}", "go.universe.tf/metallb")
-	list.Dir, list.Env = filepath.Join(root, "hack", "tools", "metallb"), append(os.Environ(), "GOWORK=off")
-	dir, err := list.Output()
-	if err != nil {
-		t.Fatalf("go.universe.tf/metallb's module: %v (run `make peers`)", err)
-	}
-	crds, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(dir)), "config", "crd", "bases", "*.yaml"))
-	for _, f := range crds {
-		y, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := apiserver.Apply(ctx, env.Client, string(y)); err != nil {
-			t.Fatalf("MetalLB CRD %s: %v", filepath.Base(f), err)
-		}
-	}
-	cs := kubernetes.NewForConfigOrDie(env.Config)
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "metallb-system"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pool := `{"apiVersion":"metallb.io/v1beta1","kind":"IPAddressPool","metadata":{"name":"bench","namespace":"metallb-system"},"spec":{"addresses":["198.19.0.0/16"]}}`
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		_, err := apiserver.Apply(ctx, env.Client, pool)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("MetalLB IPAddressPool: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(kc, env.KubeConfig(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	log, err := os.Create(filepath.Join(t.TempDir(), "metallb-controller.log"))
-	if err != nil {
-		t.Fatal(err)
+	again = func() *proc.Proc {
+		p, err := metallb.StartController(dir, kc, append([]string{"--log-level=error"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Kill(); p.Wait() })
+		return p
 	}
-	cmd := exec.CommandContext(ctx, bin, "--kubeconfig="+kc, "--namespace=metallb-system", "--webhook-mode=disabled",
-		"--disable-cert-rotation", "--port=17472", "--log-level=error")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); log.Close() })
+	return again(), again
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
@@ -36,6 +37,7 @@ import (
 	"github.com/ironlb/ironlb/controller"
 	"github.com/ironlb/ironlb/internal/app"
 	"github.com/ironlb/ironlb/test/apiserver"
+	"github.com/ironlb/ironlb/test/metallb"
 	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
@@ -44,11 +46,16 @@ var (
 	nServices = flag.Int("bench-services", 1000, "Services to create per phase")
 	rate      = flag.Float64("bench-rate", 60, "Services created per second (open loop: the same offered load in every phase)")
 	report    = flag.String("bench-report", "", "file to append the result table to")
+	pacedMLB  = flag.Bool("bench-metallb", false, "TestBenchController: also run MetalLB's controller (bin/peers/, `make peers`) as a fourth writer, for Services of its class")
 )
 
 const plainClass = "bench.example/plain"
 
 var benchTimeout = 5 * time.Minute
+
+// waitFor is how long n Services may take to get their addresses: at
+// least benchTimeout, and 10 a second (MetalLB's controller does 20).
+func waitFor(n int) time.Duration { return max(benchTimeout, time.Duration(n)*100*time.Millisecond) }
 
 // phase is one run: N creates, and the time each Service's IP shows up in
 // a watch of Services.
@@ -196,7 +203,7 @@ func run(ctx context.Context, t *testing.T, cs kubernetes.Interface, streams []*
 	for i, done := range dones {
 		select {
 		case <-done:
-		case <-time.After(benchTimeout):
+		case <-time.After(waitFor(*nServices)):
 			t.Fatalf("%s: only %d of %d Services got an IP", streams[i].p.name, len(streams[i].p.latencies()), *nServices)
 		}
 	}
@@ -258,11 +265,13 @@ func statusWriter(ctx context.Context, cs kubernetes.Interface, first netip.Addr
 }
 
 // startIronlb runs ironlb's controller in this process, as in production
-// (its metrics into reg, if not nil), with one pool of 198.19.0.0/16, and
-// waits for its caches. Each call makes a new manager: the controllers'
-// names repeat.
-func startIronlb(ctx context.Context, t *testing.T, env *apiserver.Env, reg prometheus.Registerer) {
+// (its metrics into reg, if not nil), with one pool of 198.19.0.0/16 (made
+// unless it exists), and waits for its caches. Each call makes a new
+// manager: the controllers' names repeat. stop ends it and waits until it
+// has.
+func startIronlb(ctx context.Context, t *testing.T, env *apiserver.Env, reg prometheus.Registerer) (stop func()) {
 	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
 	mcfg := rest.CopyConfig(env.Config)
 	app.TuneRESTConfig(mcfg)
 	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
@@ -273,13 +282,15 @@ func startIronlb(ctx context.Context, t *testing.T, env *apiserver.Env, reg prom
 	if _, err := controller.Setup(mgr, controller.Options{Filter: config.ClassFilter{Default: true}, Registry: reg}); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Client.Create(ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.19.0.0/16"}}}); err != nil {
+	if err := env.Client.Create(ctx, &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: v1beta1.IPAddressPoolSpec{Addresses: []v1beta1.AddressRange{"198.19.0.0/16"}}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	go func() { _ = mgr.Start(ctx) }()
+	stopped := make(chan struct{})
+	go func() { _ = mgr.Start(ctx); close(stopped) }()
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		t.Fatal("cache sync")
 	}
+	return func() { cancel(); <-stopped }
 }
 
 func TestBenchController(t *testing.T) {
@@ -312,12 +323,21 @@ func TestBenchController(t *testing.T) {
 		t.Fatal(err)
 	}
 	startReactiveWriter(ctx, t, cs, "reactive", 16)
+	streams := []*stream{plain, reactive, ours}
+	if *pacedMLB {
+		// MetalLB takes its class only: ironlb keeps those with none.
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "metallb"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		startMetalLB(ctx, t, env, "--lb-class="+metallb.Class)
+		streams = append(streams, &stream{p: newPhase("MetalLB " + metallb.Version + " controller"), ns: "metallb", class: ptr.To(metallb.Class)})
+	}
 
 	startIronlb(ctx, t, env, ctrlmetrics.Registry)
 	c := env.Client
 	time.Sleep(2 * time.Second) // let the pool be parsed and start-up settle
 	w0 := writeCounts(ctx, cs)
-	total := run(ctx, t, cs, []*stream{plain, reactive, ours})
+	total := run(ctx, t, cs, streams)
 	time.Sleep(2 * time.Second) // let trailing writes (events, pool status) land
 	w1 := writeCounts(ctx, cs)
 
@@ -337,18 +357,22 @@ func TestBenchController(t *testing.T) {
 	}
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "N=%d Services per writer, 3 writers interleaved, %.0f creates/s in all (open loop), one kube-apiserver+etcd (envtest), %d CPUs, %s total\n",
-		*nServices, *rate, runtime.NumCPU(), total.Round(time.Millisecond))
+	fmt.Fprintf(&b, "N=%d Services per writer, %d writers interleaved, %.0f creates/s in all (open loop), one kube-apiserver+etcd (envtest), %d CPUs, %s total\n",
+		*nServices, len(streams), *rate, runtime.NumCPU(), total.Round(time.Millisecond))
 	fmt.Fprintf(&b, "%-44s %26s %26s\n", "", "create sent -> IP seen", "create returned -> IP seen")
 	fmt.Fprintf(&b, "%-44s %8s %8s %8s %8s %8s %8s\n", "writer", "p50", "p90", "p99", "p50", "p90", "p99")
 	pl, rl, ol := plain.p.latencies(), reactive.p.latencies(), ours.p.latencies()
-	for _, st := range []*stream{plain, reactive, ours} {
+	for _, st := range streams {
 		l, a := st.p.latencies(), st.p.afterCreate()
 		fmt.Fprintf(&b, "%-44s %8s %8s %8s %8s %8s %8s\n", st.p.name, ms(pct(l, .5)), ms(pct(l, .9)), ms(pct(l, .99)), ms(pct(a, .5)), ms(pct(a, .9)), ms(pct(a, .99)))
 	}
 	fmt.Fprintf(&b, "ratio ironlb/plain client:  p50 %.2fx, p99 %.2fx\n", ratio(pct(ol, .5), pct(pl, .5)), ratio(pct(ol, .99), pct(pl, .99)))
 	fmt.Fprintf(&b, "ratio ironlb/plain watcher: p50 %.2fx, p99 %.2fx\n", ratio(pct(ol, .5), pct(rl, .5)), ratio(pct(ol, .99), pct(rl, .99)))
-	fmt.Fprintf(&b, "API writes per Service (all writers): %s\n", diffCounts(w0, w1, 3**nServices))
+	if len(streams) > 3 {
+		ml := streams[3].p.latencies()
+		fmt.Fprintf(&b, "ratio MetalLB/plain client:  p50 %.2fx, p99 %.2fx\n", ratio(pct(ml, .5), pct(pl, .5)), ratio(pct(ml, .99), pct(pl, .99)))
+	}
+	fmt.Fprintf(&b, "API writes per Service (all writers): %s\n", diffCounts(w0, w1, len(streams)**nServices))
 	if mfs, err := ctrlmetrics.Registry.Gather(); err == nil {
 		for _, mf := range mfs {
 			switch mf.GetName() {

@@ -82,6 +82,22 @@ func (cl *cluster) waitIPFast(name string) (netip.Addr, time.Time) {
 	return netip.Addr{}, time.Time{}
 }
 
+// waitFIB waits until the router's kernel FIB, sampled every 2 ms through
+// netlink, routes prefix to all three nodes: zebra has installed FRR's
+// best paths.
+func (cl *cluster) waitFIB(r *frr.Router, prefix netip.Prefix, timeout time.Duration) {
+	cl.t.Helper()
+	fib, all := kernelNextHops(cl.t, r, prefix), frr.NextHops(cl.nodeAddrs(benchNodes...)...)
+	for start := time.Now(); ; time.Sleep(2 * time.Millisecond) {
+		if nh, err := fib(); err == nil && all(nh) {
+			return
+		}
+		if time.Since(start) > timeout {
+			cl.t.Fatalf("%s not routed to all three nodes at %s within %s", prefix, r.NS, timeout)
+		}
+	}
+}
+
 // TestBenchBGPAnnounce creates Services one by one and measures the time
 // from the Service's status getting its address (and from the Create) to
 // FRR's RIB routing it to all three nodes.
@@ -94,18 +110,7 @@ func TestBenchBGPAnnounce(t *testing.T) {
 		cl.createService(name)
 		ip, assigned := cl.waitIPFast(name)
 		prefix := netip.PrefixFrom(ip, 32)
-		// The router's kernel FIB, sampled every 2 ms through netlink,
-		// has the route once zebra installed FRR's best paths.
-		fib, all := kernelNextHops(t, rtr, prefix), frr.NextHops(cl.nodeAddrs(benchNodes...)...)
-		for {
-			if nh, err := fib(); err == nil && all(nh) {
-				break
-			}
-			if time.Since(assigned) > 10*time.Second {
-				t.Fatalf("run %d: %s not routed to all three nodes within 10s", i, prefix)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
+		cl.waitFIB(rtr, prefix, 10*time.Second)
 		fromIP = append(fromIP, time.Since(assigned))
 		fromCreate = append(fromCreate, time.Since(created))
 		if err := cl.ecmp(rtr, prefix, 10*time.Second); err != nil {

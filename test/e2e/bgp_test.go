@@ -33,28 +33,35 @@ var bgpOutage = flag.Duration("bgp-outage", 5*time.Second, "how long the API ser
 // eBGP, and makes it the nodes' default gateway (for the replies to
 // clients behind it).
 func (cl *cluster) startRouter(password string, bfd bool) *frr.Router {
+	return cl.startFRR("router", password, bfd)
+}
+
+// startFRR runs FRR on the LAN host name as a router peering with every
+// node (password and BFD as given), and routes the nodes' default
+// traffic through "router".
+func (cl *cluster) startFRR(name, password string, bfd bool) *frr.Router {
 	cl.t.Helper()
 	if err := frr.Check(); err != nil {
 		cl.t.Fatalf("BGP e2e needs FRR (make deps installs it): %v", err)
 	}
-	rtr := cl.lab.Hosts["router"]
+	rtr := cl.lab.Hosts[name]
 	var ns []frr.NeighborConf
 	for name, h := range cl.lab.Hosts {
 		if _, isNode := cl.speakers[name]; !isNode {
 			continue
 		}
-		if _, err := h.In("ip", "route", "replace", "default", "via", rtr.IPv4.Addr().String()); err != nil {
+		if _, err := h.In("ip", "route", "replace", "default", "via", cl.lab.Hosts["router"].IPv4.Addr().String()); err != nil {
 			cl.t.Fatal(err)
 		}
 		ns = append(ns, frr.NeighborConf{Addr: h.IPv4.Addr(), ASN: nodeASN, Password: password, BFD: bfd})
 	}
-	r, err := frr.Start(rtr.Name, filepath.Join(cl.dir, "frr"), frr.BGPConfig(routerASN, rtr.IPv4.Addr(), ns))
+	r, err := frr.Start(rtr.Name, filepath.Join(cl.dir, "frr-"+name), frr.BGPConfig(routerASN, rtr.IPv4.Addr(), ns))
 	if err != nil {
 		cl.t.Fatal(err)
 	}
 	cl.t.Cleanup(func() {
 		if cl.t.Failed() {
-			cl.t.Logf("FRR logs:\n%s", tail(r.Logs(), 3000))
+			cl.t.Logf("FRR logs of %s:\n%s", name, tail(r.Logs(), 3000))
 		}
 		r.Close()
 	})

@@ -188,14 +188,33 @@ func (cl *cluster) unreadyAt(svc string, p *datapath.Pod) <-chan time.Time {
 // underFault makes fault on node while from opens a new connection to ip
 // every 10 ms, and says how they went; the node is whole again after.
 func (cl *cluster) underFault(fault, node string, from *netlab.Host, ip netip.Addr) labkit.ConnStats {
+	return cl.underFaultOf(cl.ironlb(), fault, node, from, ip)
+}
+
+// fleet is one load balancer's speakers, one per node: ironlb's, or a
+// peer's measured beside it.
+type fleet struct {
+	name     string
+	speakers map[string]*labkit.Speaker
+	// start (re)starts node's speaker and records it in speakers.
+	start func(node string)
+}
+
+func (cl *cluster) ironlb() *fleet {
+	return &fleet{name: "ironlb", speakers: cl.speakers, start: cl.startSpeaker}
+}
+
+// underFaultOf is underFault on fl's speaker of node (crash, handover) or
+// on the node itself (link).
+func (cl *cluster) underFaultOf(fl *fleet, fault, node string, from *netlab.Host, ip netip.Addr) labkit.ConnStats {
 	cl.t.Helper()
 	c := labkit.StartConnect(from, ip, 10*time.Millisecond)
 	time.Sleep(500 * time.Millisecond)
 	switch fault {
 	case "crash":
-		cl.speakers[node].Kill()
+		fl.speakers[node].Kill()
 	case "handover":
-		go cl.speakers[node].Stop()
+		go fl.speakers[node].Stop()
 	case "link":
 		restore, err := cl.lab.Hosts[node].CutLink()
 		if err != nil {
@@ -215,10 +234,8 @@ func (cl *cluster) underFault(fault, node string, from *netlab.Host, ip netip.Ad
 	}
 	time.Sleep(2500 * time.Millisecond)
 	s := c.Stop()
-	for !cl.speakers[node].Exited() {
-		time.Sleep(10 * time.Millisecond)
-	}
-	cl.startSpeaker(node)
+	fl.speakers[node].Wait()
+	fl.start(node)
 	return s
 }
 

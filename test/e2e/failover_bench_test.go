@@ -62,10 +62,7 @@ func TestBenchHandover(t *testing.T) {
 		}
 	}
 	report(t, "graceful handover (SIGTERM -> new owner's gratuitous ARP at the client)", samples, fmt.Sprintf(", unanswered resolves in all runs: %d", missed))
-	msg := fmt.Sprintf("rejoin after restart: address moved back to the restarted node in %d of %d runs, unanswered resolves in all runs: %d", moves, *failoverRuns, rejoinMissed)
-	t.Log(msg)
-	fmt.Println(msg)
-	record(t, msg)
+	note(t, fmt.Sprintf("rejoin after restart: address moved back to the restarted node in %d of %d runs, unanswered resolves in all runs: %d", moves, *failoverRuns, rejoinMissed))
 }
 
 // rejoin restarts node's speaker while the client keeps resolving ip, and
@@ -104,7 +101,12 @@ func (cl *cluster) revive(node string) {
 // restarted node rather than the failover.
 func (cl *cluster) stableOwner(ip netip.Addr) string {
 	cl.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	return cl.stableOwnerWithin(ip, 30*time.Second)
+}
+
+func (cl *cluster) stableOwnerWithin(ip netip.Addr, timeout time.Duration) string {
+	cl.t.Helper()
+	deadline := time.Now().Add(timeout)
 	owner, since := "", time.Now()
 	for time.Now().Before(deadline) {
 		o, err := cl.owner(ip)
@@ -116,12 +118,16 @@ func (cl *cluster) stableOwner(ip netip.Addr) string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	cl.t.Fatalf("the owner of %s did not settle within 30s", ip)
+	cl.t.Fatalf("the owner of %s did not settle within %s", ip, timeout)
 	return ""
 }
 
 func report(t *testing.T, what string, samples []time.Duration, extra string) {
-	msg := fmt.Sprintf("%s, %d runs: %s%s", what, len(samples), mdreport.Percentiles(samples), extra)
+	note(t, fmt.Sprintf("%s, %d runs: %s%s", what, len(samples), mdreport.Percentiles(samples), extra))
+}
+
+// note logs a result line, prints it and records it for -report.
+func note(t *testing.T, msg string) {
 	t.Log(msg)
 	fmt.Println(msg)
 	record(t, msg)

@@ -32,6 +32,7 @@ import (
 	"github.com/ironlb/ironlb/test/datapath"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
+	"github.com/ironlb/ironlb/test/proc"
 )
 
 // speakerNamespace is where the speakers look for BGP password Secrets.
@@ -78,6 +79,8 @@ type bed struct {
 	// Pods on the nodes; the API server then serves on the LAN (at
 	// dataPathAPI), as kube-proxy on a node needs.
 	proxyMode string
+	// hosts are more LAN hosts beside the nodes, "client" and "router".
+	hosts []string
 }
 
 // dataPathAPI is where the beds' API server serves: this host on the LAN
@@ -97,7 +100,7 @@ func newBed(t *testing.T, b bed, nodes ...string) *cluster {
 		}
 	}
 	prefix := fmt.Sprintf("ilbe%d-", os.Getpid()%100000)
-	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(nodes, "client", "router")...)
+	lab, err := netlab.New(prefix, netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("2001:db8:18::/64"), 11, append(append(nodes, "client", "router"), b.hosts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,11 +154,18 @@ func (cl *cluster) startSpeaker(name string) {
 		cl.t.Fatal(err)
 	}
 	cl.speakers[name] = s
+	cl.reap("speaker "+name, s.Proc)
+}
+
+// reap kills p when the test ends and, if it failed, logs the end of p's
+// log.
+func (cl *cluster) reap(what string, p *proc.Proc) {
 	cl.t.Cleanup(func() {
-		s.Kill()
+		p.Kill()
+		p.Wait()
 		if cl.t.Failed() {
-			b, _ := os.ReadFile(s.Log)
-			cl.t.Logf("speaker %s log:\n%s", name, tail(string(b), 3000))
+			b, _ := os.ReadFile(p.Log)
+			cl.t.Logf("%s log:\n%s", what, tail(string(b), 3000))
 		}
 	})
 }

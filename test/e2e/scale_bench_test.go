@@ -58,7 +58,7 @@ const scaleMetricsAddr = "127.0.0.1:7474"
 
 // speakerPID is the speaker's own PID: `ip netns exec` execs it in place.
 func speakerPID(t *testing.T, s *labkit.Speaker) int {
-	pid := s.Cmd.Process.Pid
+	pid := s.Pid()
 	var comm []byte
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if comm, _ = os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "speaker" {

@@ -10,10 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ironlb/ironlb/test/netlab"
+	"github.com/ironlb/ironlb/test/proc"
 )
 
 // CreateNode registers a Ready Node with the host's address, as a kubelet
@@ -41,63 +39,39 @@ func CreateNode(ctx context.Context, c client.Client, name string, h *netlab.Hos
 	return nil
 }
 
-// Speaker is a running speaker process.
+// Speaker is a running speaker process: ironlb's, or a peer's that is
+// measured beside it.
 type Speaker struct {
+	*proc.Proc
 	Node string
-	Cmd  *exec.Cmd
-	Log  string
-	done chan struct{}
 }
 
 // StartSpeaker runs bin/speaker for a node inside the node's namespace, as
 // on a real node's host network. kubeconfig's API server must serve on the
 // LAN (apiserver.NewOn and Lab.AttachThisHost), where the node reaches it.
 func StartSpeaker(root, dir, node string, h *netlab.Host, kubeconfig, keyFile string, extraArgs ...string) (*Speaker, error) {
-	logPath := filepath.Join(dir, "speaker-"+node+".log")
-	log, err := os.Create(logPath)
+	args := append([]string{"--node-name=" + node, "--kubeconfig=" + kubeconfig, "--mesh-key-file=" + keyFile,
+		"--metrics-bind-address=0", "--health-probe-bind-address=0"}, extraArgs...)
+	s, err := StartIn(h, "speaker-"+node, filepath.Join(dir, "speaker-"+node+".log"), filepath.Join(root, "bin", "speaker"), args...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (run `make build`)", err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", h.Name, filepath.Join(root, "bin", "speaker"),
-		"--node-name="+node, "--kubeconfig="+kubeconfig, "--mesh-key-file="+keyFile,
-		"--metrics-bind-address=0", "--health-probe-bind-address=0")
-	cmd.Args = append(cmd.Args, extraArgs...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return nil, fmt.Errorf("start speaker for %s (run `make build`): %w", node, err)
-	}
-	s := &Speaker{Node: node, Cmd: cmd, Log: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); log.Close(); close(s.done) }()
-	return s, nil
+	return &Speaker{Proc: s, Node: node}, nil
+}
+
+// StartIn runs bin with args inside the host's namespace (`ip netns exec`
+// execs it in place: the process is bin itself), its output in log.
+func StartIn(h *netlab.Host, name, log, bin string, args ...string) (*proc.Proc, error) {
+	return proc.Start(name, log, nil, append([]string{"ip", "netns", "exec", h.Name, bin}, args...)...)
 }
 
 // Stop ends the speaker (SIGTERM: a graceful stop) and waits up to 10s.
-func (s *Speaker) Stop() {
-	_ = s.Cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = s.Cmd.Process.Kill()
-		<-s.done
-	}
-}
+func (s *Speaker) Stop() { s.Proc.Stop(10 * time.Second) }
 
-// Exited tells whether the process has ended (crashed, or stopped).
-func (s *Speaker) Exited() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Kill ends the speaker at once (SIGKILL: a crash).
+// Kill ends the speaker at once (SIGKILL: a crash) and waits for it.
 func (s *Speaker) Kill() {
-	_ = s.Cmd.Process.Kill()
-	<-s.done
+	s.Proc.Kill()
+	s.Wait()
 }
 
 // ServePods stands in for kube-proxy and a pod: it puts the Service

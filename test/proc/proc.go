@@ -76,6 +76,19 @@ func Ended(ps ...*Proc) string {
 // Kill sends SIGKILL, as a crash would.
 func (p *Proc) Kill() { _ = p.cmd.Process.Kill() }
 
+// Exited tells whether the process has ended (crashed, or stopped).
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Wait waits until the process has ended.
+func (p *Proc) Wait() { <-p.done }
+
 // Stop sends SIGTERM and waits up to grace for the process to end, then
 // kills it.
 func (p *Proc) Stop(grace time.Duration) {
