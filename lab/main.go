@@ -41,6 +41,7 @@ import (
 	"github.com/ironlb/ironlb/test/kubelet"
 	"github.com/ironlb/ironlb/test/labkit"
 	"github.com/ironlb/ironlb/test/netlab"
+	"github.com/ironlb/ironlb/test/proc"
 )
 
 const (
@@ -413,23 +414,13 @@ func startProcesses(ctx context.Context, env *apiserver.Env, root, dir string, l
 	if err != nil {
 		return stop, err
 	}
-	ctrlLog, err := os.Create(filepath.Join(dir, "controller.log"))
-	if err != nil {
-		return stop, err
-	}
-	stops = append(stops, func() { ctrlLog.Close() })
-	cmd := exec.Command(filepath.Join(root, "bin", "controller"),
+	ctl, err := proc.Start("controller", filepath.Join(dir, "controller.log"), nil, filepath.Join(root, "bin", "controller"),
 		"--kubeconfig="+ctrlKubeconfig, "--leader-election-namespace="+labNamespace,
 		"--metrics-bind-address=0", "--health-probe-bind-address=0")
-	cmd.Stdout, cmd.Stderr = ctrlLog, ctrlLog
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return stop, fmt.Errorf("start controller (run `make build` first): %w", err)
+	if err != nil {
+		return stop, fmt.Errorf("%w (run `make build` first)", err)
 	}
-	stops = append(stops, func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	})
+	stops = append(stops, func() { ctl.Stop(10 * time.Second) })
 	step("starting a speaker per node as ServiceAccount %s/ironlb-speaker", labNamespace)
 	spkKubeconfig, err := saKubeconfig("ironlb-speaker")
 	if err != nil {

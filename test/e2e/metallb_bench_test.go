@@ -362,8 +362,11 @@ func TestBenchVsMetalLBFootprint(t *testing.T) {
 			for i := w; i < 2*n; i += 8 {
 				s := &corev1.Service{
 					ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("ironlb-%d", i/2)},
+					// No node ports: 4,000 Services would fill the range,
+					// and traffic to the address needs none.
 					Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "web"},
-						Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(datapath.BackendPort)}}},
+						AllocateLoadBalancerNodePorts: ptr.To(false),
+						Ports:                         []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(datapath.BackendPort)}}},
 				}
 				if i%2 == 1 {
 					s.Name = fmt.Sprintf("metallb-%d", i/2)
