@@ -68,8 +68,8 @@ func TestIBGPAttributes(t *testing.T) {
 	lp := uint32(250)
 	a := netip.MustParsePrefix("198.18.21.10/32")
 	items := []bgp.Item{{IP: a.Addr(), Advertisements: []*config.BGPAdvertisement{
-		{Name: "both", AggregationLength: 32, AggregationLengthV6: 128, LocalPref: &lp, Communities: []string{"64512:100", "large:64512:1:2"}},
-		{Name: "ibgp-only", AggregationLength: 32, AggregationLengthV6: 128, Peers: map[string]bool{"ibgp": true}, Communities: []string{"64512:200"}},
+		{Name: "both", AggregationLength: 32, AggregationLengthV6: 128, LocalPref: &lp, Communities: []config.Community{{Value: [3]uint32{64512<<16 | 100}}, {Large: true, Value: [3]uint32{64512, 1, 2}}}},
+		{Name: "ibgp-only", AggregationLength: 32, AggregationLengthV6: 128, Peers: map[string]bool{"ibgp": true}, Communities: []config.Community{{Value: [3]uint32{64512<<16 | 200}}}},
 	}}}
 	routes, err := bgp.Build(items, []bgp.PeerSpec{ibgp, ebgp})
 	must(t, err)

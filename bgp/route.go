@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/ironlb/ironlb/config"
@@ -91,11 +90,9 @@ type Item struct {
 // result does not depend on the order of advertisements. Local preference
 // is kept for iBGP peers only: eBGP strips it (RFC 4271 5.1.5), and keeping
 // it would split eBGP peers into needless attribute groups.
-//
-// Communities that do not parse ("a:b" with 16-bit parts or
-// "large:a:b:c" with 32-bit parts; config has validated them already) are
-// left out and reported in the error; the routes are returned anyway, so
-// one bad value never withdraws the rest.
+// An aggregation length that does not fit an address leaves that route
+// out and is reported in the error; the other routes are returned anyway,
+// so one bad value never withdraws the rest.
 func Build(items []Item, peers []PeerSpec) ([]Route, error) {
 	type key struct {
 		prefix netip.Prefix
@@ -112,7 +109,6 @@ func Build(items []Item, peers []PeerSpec) ([]Route, error) {
 	}
 	all := slices.Sorted(maps.Keys(ibgp))
 	var errs []error
-	bad := map[string]bool{}
 	byKey := map[key]*acc{}
 	for _, it := range items {
 		if !it.IP.IsValid() {
@@ -132,11 +128,6 @@ func Build(items []Item, peers []PeerSpec) ([]Route, error) {
 				errs = append(errs, fmt.Errorf("advertisement %q: aggregation length %d for %s: %w", adv.Name, bits, ip, err))
 				continue
 			}
-			comms, large, err := ParseCommunities(adv.Communities)
-			if err != nil && !bad[adv.Name] {
-				bad[adv.Name] = true
-				errs = append(errs, fmt.Errorf("advertisement %q: %w", adv.Name, err))
-			}
 			for _, peer := range all {
 				if adv.Peers != nil && !adv.Peers[peer] {
 					continue
@@ -151,11 +142,12 @@ func Build(items []Item, peers []PeerSpec) ([]Route, error) {
 					v := *adv.LocalPref
 					a.lp = &v
 				}
-				for _, c := range comms {
-					a.comms[c] = true
-				}
-				for _, c := range large {
-					a.large[c] = true
+				for _, c := range adv.Communities {
+					if c.Large {
+						a.large[LargeCommunity(c.Value)] = true
+					} else {
+						a.comms[c.Value[0]] = true
+					}
 				}
 			}
 		}
@@ -213,47 +205,4 @@ func compareLarge(a, b LargeCommunity) int {
 		}
 	}
 	return 0
-}
-
-// ParseCommunities splits config's canonical community strings into
-// standard ("a:b", 16-bit parts) and large ("large:a:b:c", 32-bit parts)
-// communities. Invalid values are skipped and reported together.
-func ParseCommunities(ss []string) ([]uint32, []LargeCommunity, error) {
-	var std []uint32
-	var large []LargeCommunity
-	var errs []error
-	for _, s := range ss {
-		if rest, ok := strings.CutPrefix(s, "large:"); ok {
-			parts, err := parseParts(rest, 3, 32)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("large community %q: %w", s, err))
-				continue
-			}
-			large = append(large, LargeCommunity{parts[0], parts[1], parts[2]})
-			continue
-		}
-		parts, err := parseParts(s, 2, 16)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("community %q: %w", s, err))
-			continue
-		}
-		std = append(std, parts[0]<<16|parts[1])
-	}
-	return std, large, errors.Join(errs...)
-}
-
-func parseParts(s string, n, bits int) ([]uint32, error) {
-	fields := strings.Split(s, ":")
-	if len(fields) != n {
-		return nil, fmt.Errorf("want %d colon-separated numbers", n)
-	}
-	out := make([]uint32, n)
-	for i, f := range fields {
-		v, err := strconv.ParseUint(f, 10, bits)
-		if err != nil {
-			return nil, fmt.Errorf("part %q is not a number of at most %d bits", f, bits)
-		}
-		out[i] = uint32(v)
-	}
-	return out, nil
 }

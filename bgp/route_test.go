@@ -55,9 +55,9 @@ func TestBuild(t *testing.T) {
 	}, {
 		name: "communities unioned, sorted, deduplicated; large parsed",
 		items: []Item{{IP: ip("198.18.21.2"), Advertisements: []*config.BGPAdvertisement{
-			adv("x", func(a *config.BGPAdvertisement) { a.Communities = []string{"65000:2", "large:1:2:3", "65000:1"} }),
+			adv("x", func(a *config.BGPAdvertisement) { a.Communities = mustComms("65000:2", "large:1:2:3", "65000:1") }),
 			adv("y", func(a *config.BGPAdvertisement) {
-				a.Communities = []string{"65000:1", "large:1:2:3", "large:0:4294967295:0"}
+				a.Communities = mustComms("65000:1", "large:1:2:3", "large:0:4294967295:0")
 			}),
 		}}},
 		peers: ebgp,
@@ -71,7 +71,7 @@ func TestBuild(t *testing.T) {
 			adv("all"),
 			adv("only-b", func(a *config.BGPAdvertisement) {
 				a.Peers = map[string]bool{"b": true}
-				a.Communities = []string{"1:1"}
+				a.Communities = mustComms("1:1")
 			}),
 		}}},
 		peers: ebgp,
@@ -99,13 +99,14 @@ func TestBuild(t *testing.T) {
 			{Prefix: pfx("198.18.21.2/32"), Peers: []string{"b"}},
 		},
 	}, {
-		name: "invalid community skipped and reported",
+		name: "an aggregation that does not fit is skipped and reported, the rest stays",
 		items: []Item{{IP: ip("198.18.21.2"), Advertisements: []*config.BGPAdvertisement{
-			adv("bad", func(a *config.BGPAdvertisement) { a.Communities = []string{"70000:1", "1:1"} }),
+			adv("bad", func(a *config.BGPAdvertisement) { a.AggregationLength = 33 }),
+			adv("good", func(a *config.BGPAdvertisement) { a.Communities = mustComms("1:1") }),
 		}}},
 		peers:   ebgp[:1],
 		want:    []Route{{Prefix: pfx("198.18.21.2/32"), Peers: []string{"a"}, Attrs: Attrs{Communities: []uint32{1<<16 | 1}}}},
-		wantErr: `advertisement "bad": community "70000:1"`,
+		wantErr: `advertisement "bad": aggregation length 33`,
 	}, {
 		name:  "no peers, no routes",
 		items: []Item{{IP: ip("198.18.21.2"), Advertisements: []*config.BGPAdvertisement{adv("x")}}},
@@ -135,14 +136,15 @@ func TestBuild(t *testing.T) {
 	}
 }
 
-func TestParseCommunities(t *testing.T) {
-	std, large, err := ParseCommunities([]string{"0:0", "65535:65535", "large:4294967295:0:1"})
-	if err != nil || !reflect.DeepEqual(std, []uint32{0, 0xffffffff}) || !reflect.DeepEqual(large, []LargeCommunity{{4294967295, 0, 1}}) {
-		t.Errorf("got %v %v %v", std, large, err)
-	}
-	for _, bad := range []string{"1", "1:2:3", "65536:1", "large:1:2", "large:1:2:4294967296", "a:b"} {
-		if _, _, err := ParseCommunities([]string{bad}); err == nil {
-			t.Errorf("%q: no error", bad)
+// mustComms parses communities as config does.
+func mustComms(ss ...string) []config.Community {
+	out := make([]config.Community, len(ss))
+	for i, s := range ss {
+		c, err := config.ParseCommunity(s)
+		if err != nil {
+			panic(err)
 		}
+		out[i] = c
 	}
+	return out
 }

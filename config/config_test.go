@@ -227,13 +227,22 @@ func TestCandidatesOrder(t *testing.T) {
 }
 
 func TestParseCommunity(t *testing.T) {
-	for in, want := range map[string]string{"65000:100": "65000:100", "00001:02": "1:2", "large:4294967295:1:2": "large:4294967295:1:2"} {
+	for in, want := range map[string]Community{
+		"65000:100":            {Value: [3]uint32{65000<<16 | 100}},
+		"00001:02":             {Value: [3]uint32{1<<16 | 2}},
+		"0:0":                  {},
+		"65535:65535":          {Value: [3]uint32{0xffffffff}},
+		"large:4294967295:1:2": {Large: true, Value: [3]uint32{4294967295, 1, 2}},
+	} {
 		got, err := ParseCommunity(in)
 		if err != nil || got != want {
-			t.Errorf("ParseCommunity(%q) = %q, %v; want %q", in, got, err, want)
+			t.Errorf("ParseCommunity(%q) = %v, %v; want %v", in, got, err, want)
+		}
+		if again, err := ParseCommunity(got.String()); err != nil || again != got {
+			t.Errorf("ParseCommunity(%q.String() = %q) = %v, %v", in, got.String(), again, err)
 		}
 	}
-	for _, bad := range []string{"65536:1", "1:2:3", "large:1:2", "large:4294967296:0:0", "a:b", ""} {
+	for _, bad := range []string{"65536:1", "1:2:3", "1", "large:1:2", "large:4294967296:0:0", "large:1:2:3:4", "a:b", ""} {
 		if _, err := ParseCommunity(bad); err == nil {
 			t.Errorf("ParseCommunity(%q) accepted", bad)
 		}

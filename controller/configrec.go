@@ -10,11 +10,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
@@ -27,11 +27,11 @@ import (
 type ConfigReconciler struct {
 	Reader client.Reader
 	State  *State
-	// Retry receives the Services to look at again.
-	Retry chan<- event.GenericEvent
-	// Refresh receives every configuration object, so its status
-	// reconciler republishes conditions.
-	Refresh chan<- event.GenericEvent
+	// Retry is told the Services to look at again.
+	Retry Kicker
+	// Refresh is told, per kind, every configuration object, so its
+	// status reconciler republishes conditions.
+	Refresh map[string]Kicker
 }
 
 // Reconcile parses the configuration and installs it.
@@ -46,18 +46,15 @@ func (r *ConfigReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.
 	objs.Established = r.State.Config().Valid
 	cfg, problems := config.Parse(objs)
 	gens := map[ObjectRef]int64{}
-	var refresh []client.Object
 	eachObject(&objs, func(kind string, o client.Object) {
 		gens[ObjectRef{kind, o.GetName()}] = o.GetGeneration()
-		refresh = append(refresh, o)
 	})
 	for _, k := range r.State.SetConfig(cfg, problems, gens) {
-		ns, name, _ := strings.Cut(k, "/")
-		r.Retry <- event.GenericEvent{Object: &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}
+		r.Retry.Add(keyName(k))
 	}
-	for _, o := range refresh {
-		r.Refresh <- event.GenericEvent{Object: o}
-	}
+	eachObject(&objs, func(kind string, o client.Object) {
+		r.Refresh[kind].Add(types.NamespacedName{Name: o.GetName()})
+	})
 	return ctrl.Result{}, nil
 }
 
@@ -72,7 +69,7 @@ type StatusReconciler struct {
 	Client   client.Client
 	State    *State
 	Kind     string
-	New      func() client.Object
+	New      func() config.Object
 	Recorder events.EventRecorder
 	Metrics  *Metrics
 }

@@ -17,7 +17,6 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/ironlb/ironlb/config"
@@ -53,10 +52,10 @@ type ServiceReconciler struct {
 	// holds routine Events back meanwhile).
 	Busy    func()
 	Metrics *Metrics
-	// Retry receives the Services to look at again when addresses free up.
-	Retry chan<- event.GenericEvent
-	// PoolsChanged receives the pools whose usage changed.
-	PoolsChanged chan<- event.GenericEvent
+	// Retry is told the Services to look at again when addresses free up.
+	Retry Kicker
+	// PoolsChanged is told the pools whose usage changed.
+	PoolsChanged Kicker
 }
 
 // Reconcile brings one Service's addresses and status in line.
@@ -125,8 +124,7 @@ func (r *ServiceReconciler) release(ctx context.Context, key string) {
 	}
 	r.poolsChanged(before)
 	for _, k := range retry {
-		ns, name, _ := strings.Cut(k, "/")
-		r.Retry <- event.GenericEvent{Object: &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}}
+		r.Retry.Add(keyName(k))
 	}
 }
 
@@ -190,17 +188,12 @@ func (r *ServiceReconciler) writeStatus(ctx context.Context, svc *corev1.Service
 	}
 	old, _ := findCondition(svc.Status.Conditions, cond.Type)
 	changedOutcome := old.Status != cond.Status || old.Reason != cond.Reason || old.Message != cond.Message
-	if changedOutcome || old.ObservedGeneration != cond.ObservedGeneration {
-		cond.LastTransitionTime = metav1.Now()
-		if old.Status == cond.Status {
-			cond.LastTransitionTime = old.LastTransitionTime
-		}
-	} else {
-		cond = old
-	}
+	conds := slices.Clone(svc.Status.Conditions)
+	condChanged := meta.SetStatusCondition(&conds, cond)
+	cond = *meta.FindStatusCondition(conds, cond.Type)
 	pools := poolsOf(holdings)
 	annChanged := svc.Annotations[v1beta1.AnnotationAllocatedFrom] != pools
-	if !annChanged && cond == old && slices.EqualFunc(svc.Status.LoadBalancer.Ingress, ingress, sameIngress) {
+	if !annChanged && !condChanged && slices.EqualFunc(svc.Status.LoadBalancer.Ingress, ingress, sameIngress) {
 		return nil
 	}
 	if err := r.patchStatus(ctx, svc, ingress, cond, annChanged, pools); err != nil {
@@ -262,7 +255,7 @@ func (r *ServiceReconciler) poolsChanged(holdings []ipam.Holding) {
 			continue
 		}
 		seen[h.Pool] = true
-		r.PoolsChanged <- event.GenericEvent{Object: &v1beta1.IPAddressPool{ObjectMeta: metav1.ObjectMeta{Name: h.Pool}}}
+		r.PoolsChanged.Add(types.NamespacedName{Name: h.Pool})
 	}
 }
 

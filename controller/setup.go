@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
@@ -76,26 +75,15 @@ func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
 		return nil, err
 	}
 
-	retry := make(chan event.GenericEvent, 1024)
-	poolsChanged := make(chan event.GenericEvent, 1024)
-	refresh := map[string]chan event.GenericEvent{}
-	kinds := map[string]func() client.Object{
-		config.KindPool:      func() client.Object { return &v1beta1.IPAddressPool{} },
-		config.KindL2Adv:     func() client.Object { return &v1beta1.L2Advertisement{} },
-		config.KindBGPPeer:   func() client.Object { return &v1beta1.BGPPeer{} },
-		config.KindBGPAdv:    func() client.Object { return &v1beta1.BGPAdvertisement{} },
-		config.KindBFD:       func() client.Object { return &v1beta1.BFDProfile{} },
-		config.KindCommunity: func() client.Object { return &v1beta1.Community{} },
+	// The reconcilers wake one another through kicks, never blocking.
+	retry := &kick{}
+	poolsChanged := &kick{delay: opts.PoolStatusDelay}
+	refresh := map[string]Kicker{}
+	refreshOf := map[string]*kick{}
+	for _, k := range config.Kinds() {
+		refreshOf[k.Name] = &kick{}
+		refresh[k.Name] = refreshOf[k.Name]
 	}
-	for kind := range kinds {
-		refresh[kind] = make(chan event.GenericEvent, 1024)
-	}
-	fanout := make(chan event.GenericEvent, 1024)
-	go func() {
-		for ev := range fanout {
-			refresh[kindOf(ev.Object)] <- ev
-		}
-	}()
 
 	svcRec := &ServiceReconciler{
 		Client: mgr.GetClient(), State: state, Filter: opts.Filter, Recorder: recorder, Busy: recorder.Busy, Metrics: metrics,
@@ -104,7 +92,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
 	err := ctrl.NewControllerManagedBy(mgr).
 		Named("service").
 		For(&corev1.Service{}, builder.WithPredicates(loadBalancerish(opts.Filter))).
-		WatchesRawSource(source.Channel(retry, &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(retry).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			var out []reconcile.Request
 			for _, k := range state.PendingIn(o.GetName()) {
@@ -129,59 +117,34 @@ func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
 		return nil, fmt.Errorf("service controller: %w", err)
 	}
 
-	cfgRec := &ConfigReconciler{Reader: mgr.GetClient(), State: state, Retry: retry, Refresh: fanout}
+	cfgRec := &ConfigReconciler{Reader: mgr.GetClient(), State: state, Retry: retry, Refresh: refresh}
 	toConfig := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "config"}}}
 	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("config")
-	for _, newObj := range kinds {
-		b = b.Watches(newObj(), toConfig, builder.WithPredicates(configChanged()))
+	for _, k := range config.Kinds() {
+		b = b.Watches(k.New(), toConfig, builder.WithPredicates(configChanged()))
 	}
 	if err := b.Complete(cfgRec); err != nil {
 		return nil, fmt.Errorf("config controller: %w", err)
 	}
 
-	for kind, newObj := range kinds {
-		rec := &StatusReconciler{Client: mgr.GetClient(), State: state, Kind: kind, New: newObj, Recorder: recorder, Metrics: metrics}
+	for _, k := range config.Kinds() {
+		rec := &StatusReconciler{Client: mgr.GetClient(), State: state, Kind: k.Name, New: k.New, Recorder: recorder, Metrics: metrics}
 		sb := ctrl.NewControllerManagedBy(mgr).
-			Named(strings.ToLower(kind)+"-status").
-			For(newObj(), builder.WithPredicates(configChanged())).
-			WatchesRawSource(source.Channel(refresh[kind], &handler.EnqueueRequestForObject{}))
-		if kind == config.KindPool {
-			sb = sb.WatchesRawSource(source.Channel(poolsChanged, delayed(opts.PoolStatusDelay)))
+			Named(strings.ToLower(k.Name)+"-status").
+			For(k.New(), builder.WithPredicates(configChanged())).
+			WatchesRawSource(refreshOf[k.Name])
+		if k.Name == config.KindPool {
+			// The queue folds repeats of a pool, so a burst of usage
+			// changes becomes one status write per delay.
+			sb = sb.WatchesRawSource(poolsChanged)
 		}
 		if err := sb.Complete(rec); err != nil {
-			return nil, fmt.Errorf("%s status controller: %w", kind, err)
+			return nil, fmt.Errorf("%s status controller: %w", k.Name, err)
 		}
 	}
 	return state, nil
-}
-
-func kindOf(o client.Object) string {
-	switch o.(type) {
-	case *v1beta1.IPAddressPool:
-		return config.KindPool
-	case *v1beta1.L2Advertisement:
-		return config.KindL2Adv
-	case *v1beta1.BGPPeer:
-		return config.KindBGPPeer
-	case *v1beta1.BGPAdvertisement:
-		return config.KindBGPAdv
-	case *v1beta1.BFDProfile:
-		return config.KindBFD
-	default:
-		return config.KindCommunity
-	}
-}
-
-// delayed enqueues after d; the queue folds repeats of one key, so a burst
-// of usage changes becomes one status write.
-func delayed(d time.Duration) handler.EventHandler {
-	return handler.Funcs{
-		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Name: e.Object.GetName()}}, d)
-		},
-	}
 }
 
 // loadBalancerish passes events of Services that are ironlb's or carry

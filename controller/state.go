@@ -68,23 +68,14 @@ func (s *State) WaitPrimed(ctx context.Context) error {
 // ReadConfig lists every configuration object.
 func ReadConfig(ctx context.Context, r client.Reader) (config.Objects, error) {
 	var objs config.Objects
-	var (
-		pools v1beta1.IPAddressPoolList
-		l2    v1beta1.L2AdvertisementList
-		peers v1beta1.BGPPeerList
-		advs  v1beta1.BGPAdvertisementList
-		bfd   v1beta1.BFDProfileList
-		comm  v1beta1.CommunityList
-	)
-	for _, l := range []client.ObjectList{&pools, &l2, &peers, &advs, &bfd, &comm} {
+	for _, k := range config.Kinds() {
+		l := k.NewList()
 		if err := r.List(ctx, l); err != nil {
-			return objs, fmt.Errorf("list %T: %w", l, err)
+			return objs, fmt.Errorf("list %s: %w", k.Name, err)
 		}
+		k.Store(&objs, l)
 	}
-	return config.Objects{
-		Pools: pools.Items, L2Advertisements: l2.Items, BGPPeers: peers.Items,
-		BGPAdvertisements: advs.Items, BFDProfiles: bfd.Items, Communities: comm.Items,
-	}, nil
+	return objs, nil
 }
 
 // Prime rebuilds the allocator from the addresses already written in

@@ -23,6 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -588,14 +589,14 @@ func (r *Reconciler) writeConditions(ctx context.Context, pub *publication) {
 		s := o.(*cachedService)
 		cond.Type = v1beta1.ServiceConditionAnnounced
 		cond.ObservedGeneration = s.Generation
-		old := s.Announced
-		if old != nil && old.Status == cond.Status && old.Reason == cond.Reason && old.Message == cond.Message {
+		var conds []metav1.Condition
+		if s.Announced != nil {
+			conds = append(conds, *s.Announced)
+		}
+		if !meta.SetStatusCondition(&conds, *cond) {
 			continue
 		}
-		cond.LastTransitionTime = metav1.Now()
-		if old != nil && old.Status == cond.Status {
-			cond.LastTransitionTime = old.LastTransitionTime
-		}
+		*cond = conds[0]
 		if err := r.patchCondition(ctx, s, *cond); err != nil {
 			if ctx.Err() != nil {
 				return // stopping
