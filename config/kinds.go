@@ -34,28 +34,31 @@ type ObjectList interface {
 // v1beta1, its field in Objects with its row in Kinds, and its parse
 // function: three places.
 type Kind struct {
-	Name    string
-	New     func() Object
-	NewList func() ObjectList
+	// Name is the kind as kubectl spells it, Resource its plural.
+	Name, Resource string
+	New            func() Object
+	NewList        func() ObjectList
 	// Store puts the items of a list made by NewList into objs.
 	Store func(objs *Objects, list ObjectList)
-	each  func(objs *Objects, fn func(Object))
+	// Append adds one object of this kind (a copy of it) to objs.
+	Append func(objs *Objects, o Object)
+	each   func(objs *Objects, fn func(Object))
 }
 
 // Kinds lists every kind of configuration object.
 func Kinds() []Kind {
 	return []Kind{
-		kind(KindPool, func(o *Objects) *[]v1beta1.IPAddressPool { return &o.Pools },
+		kind(KindPool, "ipaddresspools", func(o *Objects) *[]v1beta1.IPAddressPool { return &o.Pools },
 			func(l *v1beta1.IPAddressPoolList) []v1beta1.IPAddressPool { return l.Items }),
-		kind(KindL2Adv, func(o *Objects) *[]v1beta1.L2Advertisement { return &o.L2Advertisements },
+		kind(KindL2Adv, "l2advertisements", func(o *Objects) *[]v1beta1.L2Advertisement { return &o.L2Advertisements },
 			func(l *v1beta1.L2AdvertisementList) []v1beta1.L2Advertisement { return l.Items }),
-		kind(KindBGPPeer, func(o *Objects) *[]v1beta1.BGPPeer { return &o.BGPPeers },
+		kind(KindBGPPeer, "bgppeers", func(o *Objects) *[]v1beta1.BGPPeer { return &o.BGPPeers },
 			func(l *v1beta1.BGPPeerList) []v1beta1.BGPPeer { return l.Items }),
-		kind(KindBGPAdv, func(o *Objects) *[]v1beta1.BGPAdvertisement { return &o.BGPAdvertisements },
+		kind(KindBGPAdv, "bgpadvertisements", func(o *Objects) *[]v1beta1.BGPAdvertisement { return &o.BGPAdvertisements },
 			func(l *v1beta1.BGPAdvertisementList) []v1beta1.BGPAdvertisement { return l.Items }),
-		kind(KindBFD, func(o *Objects) *[]v1beta1.BFDProfile { return &o.BFDProfiles },
+		kind(KindBFD, "bfdprofiles", func(o *Objects) *[]v1beta1.BFDProfile { return &o.BFDProfiles },
 			func(l *v1beta1.BFDProfileList) []v1beta1.BFDProfile { return l.Items }),
-		kind(KindCommunity, func(o *Objects) *[]v1beta1.Community { return &o.Communities },
+		kind(KindCommunity, "communities", func(o *Objects) *[]v1beta1.Community { return &o.Communities },
 			func(l *v1beta1.CommunityList) []v1beta1.Community { return l.Items }),
 	}
 }
@@ -66,12 +69,13 @@ func kind[T any, PT interface {
 }, L any, PL interface {
 	*L
 	ObjectList
-}](name string, field func(*Objects) *[]T, items func(*L) []T) Kind {
+}](name, resource string, field func(*Objects) *[]T, items func(*L) []T) Kind {
 	return Kind{
-		Name:    name,
+		Name: name, Resource: resource,
 		New:     func() Object { return PT(new(T)) },
 		NewList: func() ObjectList { return PL(new(L)) },
 		Store:   func(o *Objects, l ObjectList) { *field(o) = items(l.(PL)) },
+		Append:  func(o *Objects, obj Object) { *field(o) = append(*field(o), *obj.(PT)) },
 		each: func(o *Objects, fn func(Object)) {
 			s := *field(o)
 			for i := range s {

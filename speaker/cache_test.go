@@ -13,8 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/speaker/announce"
+	"github.com/ironlb/ironlb/speaker/core"
 )
 
 // fullObjects are a Service, two Nodes and an EndpointSlice as the API
@@ -42,7 +44,7 @@ func fullObjects() ([]*corev1.Service, []*corev1.Node, []*discoveryv1.EndpointSl
 			LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "198.18.0.1"}}},
 			Conditions: []metav1.Condition{
 				{Type: "ironlb.io/Allocated", Status: metav1.ConditionTrue, Reason: "Allocated", Message: "from pool-a"},
-				{Type: v1beta1.ServiceConditionAnnounced, Status: metav1.ConditionTrue, Reason: reasonLayer2, Message: "n1"},
+				{Type: v1beta1.ServiceConditionAnnounced, Status: metav1.ConditionTrue, Reason: core.ReasonLayer2, Message: "n1"},
 			},
 		},
 	}
@@ -92,13 +94,13 @@ func strip[T any](t *testing.T, in []*T) []*T {
 }
 
 // cacheService is what the cache keeps of s.
-func cacheService(t *testing.T, s *corev1.Service) *cachedService {
+func cacheService(t *testing.T, s *corev1.Service) *core.Service {
 	t.Helper()
 	c, err := stripUnread(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.(*cachedService)
+	return c.(*core.Service)
 }
 
 // TestStripUnread: the cache transform drops what the speaker never
@@ -107,40 +109,37 @@ func cacheService(t *testing.T, s *corev1.Service) *cachedService {
 func TestStripUnread(t *testing.T) {
 	svcs, nodes, slices := fullObjects()
 	snodes, sslices := strip(t, nodes), strip(t, slices)
-	ssvcs := []*cachedService{cacheService(t, svcs[0])}
+	ssvcs := []*core.Service{cacheService(t, svcs[0])}
 	alive := map[string]bool{"n1": true, "n2": true}
 	for _, c := range []struct {
 		what       string
 		full, thin any
 	}{
-		{"ServiceInfos", ServiceInfos(ssvcs, slices), ServiceInfos(ssvcs, sslices)},
-		{"NodeInfos", NodeInfos(nodes, alive), NodeInfos(snodes, alive)},
-		{"peers", peers(nodes, 7946), peers(snodes, 7946)},
+		{"ServiceInfos", core.ServiceInfos(&config.Config{}, ssvcs, slices), core.ServiceInfos(&config.Config{}, ssvcs, sslices)},
+		{"NodeInfos", core.NodeInfos(nodes, alive), core.NodeInfos(snodes, alive)},
+		{"peers", core.MeshPeers(nodes, 7946), core.MeshPeers(snodes, 7946)},
 	} {
 		if !reflect.DeepEqual(c.full, c.thin) {
 			t.Errorf("%s changed by the transform:\n full %+v\n thin %+v", c.what, c.full, c.thin)
 		}
 	}
-	if ServiceInfos(ssvcs, slices)[0].EndpointNodes == nil || !NodeInfos(nodes, alive)[0].Ready {
+	if core.ServiceInfos(&config.Config{}, ssvcs, slices)[0].EndpointNodes == nil || !core.NodeInfos(nodes, alive)[0].Ready {
 		t.Fatal("the fixture does not exercise endpoints or readiness")
 	}
 	// All a Service comes down to, and what the plan makes of it.
 	ip := netip.MustParseAddr("198.18.0.1")
-	want := &cachedService{
+	want := &core.Service{
 		ObjectMeta:    metav1.ObjectMeta{Namespace: "default", Name: "web", Labels: map[string]string{"app": "web"}},
 		AllocatedFrom: "pool-a", IPs: []netip.Addr{ip}, Local: true,
-		Announced: &metav1.Condition{Type: v1beta1.ServiceConditionAnnounced, Status: metav1.ConditionTrue, Reason: reasonLayer2, Message: "n1"},
+		Announced: &metav1.Condition{Type: v1beta1.ServiceConditionAnnounced, Status: metav1.ConditionTrue, Reason: core.ReasonLayer2, Message: "n1"},
 	}
 	if !reflect.DeepEqual(ssvcs[0], want) {
 		t.Errorf("cached Service:\n got  %+v\n want %+v", ssvcs[0], want)
 	}
 	wantInfo := []announce.ServiceInfo{{Key: "default/web", IPs: []netip.Addr{ip}, Pools: []string{"pool-a"},
 		Labels: labels.Set{"app": "web"}, Local: true, EndpointNodes: map[string]bool{"n1": true}}}
-	if got := ServiceInfos(ssvcs, sslices); !reflect.DeepEqual(got, wantInfo) {
+	if got := core.ServiceInfos(&config.Config{}, ssvcs, sslices); !reflect.DeepEqual(got, wantInfo) {
 		t.Errorf("ServiceInfos:\n got  %+v\n want %+v", got, wantInfo)
-	}
-	if got := announcedAddresses(ssvcs); !reflect.DeepEqual(got, map[netip.Addr]bool{ip: true}) {
-		t.Errorf("announcedAddresses = %v, want %v only", got, ip)
 	}
 	gone := map[string]bool{
 		"managedFields":    snodes[0].ManagedFields != nil,
@@ -182,7 +181,7 @@ func TestPlanInputChanged(t *testing.T) {
 	refreshedSvc.ResourceVersion = "8"
 	refreshedSvc.Status.Conditions = nil
 	refreshedSvc.Spec.Ports = []corev1.ServicePort{{Port: 443}}
-	changedSvc := func(change func(*cachedService)) *cachedService {
+	changedSvc := func(change func(*core.Service)) *core.Service {
 		n := *svc
 		change(&n)
 		return &n
@@ -200,11 +199,11 @@ func TestPlanInputChanged(t *testing.T) {
 		{"Service: ports and conditions only", svc, cacheService(t, refreshedSvc), false},
 		{"Node: heartbeat, images, other conditions", node, refreshed(node), false},
 		{"EndpointSlice: a pod's address on the same node", slice, refreshed(slice), false},
-		{"Service: new ingress", svc, changedSvc(func(s *cachedService) { s.IPs = nil }), true},
-		{"Service: label", svc, changedSvc(func(s *cachedService) { s.Labels = map[string]string{"x": "y"} }), true},
-		{"Service: pool", svc, changedSvc(func(s *cachedService) { s.AllocatedFrom = "pool-b" }), true},
-		{"Service: traffic policy", svc, changedSvc(func(s *cachedService) { s.Local = false }), true},
-		{"Service: deleted", svc, changedSvc(func(s *cachedService) { s.DeletionTimestamp = &metav1.Time{} }), true},
+		{"Service: new ingress", svc, changedSvc(func(s *core.Service) { s.IPs = nil }), true},
+		{"Service: label", svc, changedSvc(func(s *core.Service) { s.Labels = map[string]string{"x": "y"} }), true},
+		{"Service: pool", svc, changedSvc(func(s *core.Service) { s.AllocatedFrom = "pool-b" }), true},
+		{"Service: traffic policy", svc, changedSvc(func(s *core.Service) { s.Local = false }), true},
+		{"Service: deleted", svc, changedSvc(func(s *core.Service) { s.DeletionTimestamp = &metav1.Time{} }), true},
 		{"Node: not Ready", node, changed(node, func(o object) {
 			o.(*corev1.Node).Status.Conditions[0].Status = corev1.ConditionFalse
 		}), true},
