@@ -84,7 +84,28 @@ type Config struct {
 	Logger logr.Logger
 	// Metrics is optional.
 	Metrics *Metrics
+	// Faults, if set, is asked before each packet goes in or out and
+	// before the leaving message: how tests make a crash or a partition
+	// without one. Nil: none.
+	Faults Faults
 }
+
+// Faults lets a test drop packets or the leaving message.
+type Faults interface {
+	// DropIn drops incoming packets, DropOut outgoing ones.
+	DropIn() bool
+	DropOut() bool
+	// SkipLeave makes Run return without the leaving message, like a
+	// crash.
+	SkipLeave() bool
+}
+
+// noFaults is the Faults of a real mesh.
+type noFaults struct{}
+
+func (noFaults) DropIn() bool    { return false }
+func (noFaults) DropOut() bool   { return false }
+func (noFaults) SkipLeave() bool { return false }
 
 // Mesh is one speaker's member of the heartbeat mesh: it tells which
 // peers are alive. Create it with New, give it peers with SetPeers and
@@ -151,18 +172,7 @@ type Mesh struct {
 	running   atomic.Bool
 	closeOnce sync.Once
 
-	hooks testHooks
-}
-
-// testHooks let tests simulate crashes and partitions; they are never set
-// outside tests.
-type testHooks struct {
-	// dropOut silently drops every outgoing packet.
-	dropOut atomic.Bool
-	// dropIn silently drops every incoming packet.
-	dropIn atomic.Bool
-	// skipLeave makes Run return without the leaving message, like a crash.
-	skipLeave atomic.Bool
+	faults Faults
 }
 
 // peer is what we know about one peer. Guarded by Mesh.mu.
@@ -308,6 +318,10 @@ func New(cfg Config) (*Mesh, error) {
 		peers:        make(map[string]*peer),
 		changes:      make(chan struct{}, 1),
 		kick:         make(chan struct{}, 1),
+		faults:       cfg.Faults,
+	}
+	if m.faults == nil {
+		m.faults = noFaults{}
 	}
 	m.alive.Store(&map[string]bool{m.self: true})
 	m.metrics.peersAlive(0)
@@ -498,7 +512,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
-				if err != nil || m.hooks.dropIn.Load() {
+				if err != nil || m.faults.DropIn() {
 					continue
 				}
 				m.receivePacket(buf[:n], time.Now())
@@ -549,7 +563,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 	// step of a handshake (read every Interval/10 while one is under way,
 	// see quick below).
 	poll := func() error {
-		if err := rx.drain(m.hooks.dropIn.Load, m.receivePacket); err != nil {
+		if err := rx.drain(m.faults.DropIn, m.receivePacket); err != nil {
 			// A closed-socket error if Close was called under Run.
 			return fmt.Errorf("membership: receive: %w", err)
 		}
@@ -592,7 +606,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			if !m.hooks.skipLeave.Load() {
+			if !m.faults.SkipLeave() {
 				m.Leave()
 			}
 			m.Close()
@@ -871,7 +885,7 @@ func (m *Mesh) sendAll(typ msgType, ts []target) {
 		msgs = append(msgs, datagram{b: m.sendBufs[i], to: t.addr})
 	}
 	m.sendMsgs = msgs
-	if m.hooks.dropOut.Load() {
+	if m.faults.DropOut() {
 		return
 	}
 	if n, err := m.out.send(msgs); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrClosed) {

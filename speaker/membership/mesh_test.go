@@ -44,9 +44,10 @@ func gaugeValue(g prometheus.Gauge) float64 {
 
 // node is a mesh under test.
 type node struct {
-	name string
-	m    *Mesh
-	met  *Metrics
+	name   string
+	m      *Mesh
+	met    *Metrics
+	faults *faults
 
 	cancel context.CancelFunc
 	done   chan error
@@ -55,13 +56,21 @@ type node struct {
 func newNode(t testing.TB, name string, key []byte) *node {
 	t.Helper()
 	met := NewMetrics(nil)
-	m, err := New(Config{Self: name, Bind: loopback0, Key: key, Metrics: met})
+	f := &faults{}
+	m, err := New(Config{Self: name, Bind: loopback0, Key: key, Metrics: met, Faults: f})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	return &node{name: name, m: m, met: met}
+	return &node{name: name, m: m, met: met, faults: f}
 }
+
+// faults are a node's simulated crash or partition (Config.Faults).
+type faults struct{ dropIn, dropOut, skipLeave atomic.Bool }
+
+func (f *faults) DropIn() bool    { return f.dropIn.Load() }
+func (f *faults) DropOut() bool   { return f.dropOut.Load() }
+func (f *faults) SkipLeave() bool { return f.skipLeave.Load() }
 
 func (n *node) packets(result string) float64 {
 	return counterValue(n.met.Packets.WithLabelValues(result))
@@ -97,8 +106,8 @@ func (n *node) stop(t testing.TB) {
 
 // crash silences the node at once and stops it without a leaving message.
 func (n *node) crash(t testing.TB) {
-	n.m.hooks.dropOut.Store(true)
-	n.m.hooks.skipLeave.Store(true)
+	n.faults.dropOut.Store(true)
+	n.faults.skipLeave.Store(true)
 	n.stop(t)
 }
 
@@ -574,12 +583,12 @@ func TestPartitionHeal(t *testing.T) {
 		{
 			name: "packets dropped",
 			partition: func(nodes []*node) {
-				nodes[2].m.hooks.dropIn.Store(true)
-				nodes[2].m.hooks.dropOut.Store(true)
+				nodes[2].faults.dropIn.Store(true)
+				nodes[2].faults.dropOut.Store(true)
 			},
 			heal: func(nodes []*node) {
-				nodes[2].m.hooks.dropIn.Store(false)
-				nodes[2].m.hooks.dropOut.Store(false)
+				nodes[2].faults.dropIn.Store(false)
+				nodes[2].faults.dropOut.Store(false)
 			},
 		},
 		{
