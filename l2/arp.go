@@ -54,12 +54,7 @@ type arpDecision struct {
 	// reply is a complete Ethernet frame to send to replyTo, or nil.
 	reply   []byte
 	replyTo net.HardwareAddr
-	// request is set for an ARP request for an IP we announce (metrics).
-	request bool
-	// conflict is valid when a foreign host claims an IP we probe or
-	// announce; foreignMAC is that host's MAC.
-	conflict   netip.Addr
-	foreignMAC net.HardwareAddr
+	heard
 }
 
 // decideARP parses one frame as read from the ARP packet socket and decides

@@ -17,7 +17,14 @@ type ndpDecision struct {
 	// reply is a Neighbor Advertisement to send to dst, or nil.
 	reply *ndp.NeighborAdvertisement
 	dst   netip.Addr
-	// request is set for a Neighbor Solicitation for an IP we announce.
+	heard
+}
+
+// heard is what a received message of either protocol says, besides the
+// reply: the part every handler treats the same.
+type heard struct {
+	// request is set for a request (ARP request, Neighbor Solicitation)
+	// for an IP we announce (metrics).
 	request bool
 	// conflict is valid when a foreign host claims an IP we probe or
 	// announce; foreignMAC is its MAC, nil when the message does not say
