@@ -96,8 +96,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*State, error) {
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			var out []reconcile.Request
 			for _, k := range state.PendingIn(o.GetName()) {
-				ns, name, _ := strings.Cut(k, "/")
-				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+				out = append(out, reconcile.Request{NamespacedName: keyName(k)})
 			}
 			return out
 		}), builder.WithPredicates(predicate.LabelChangedPredicate{})).

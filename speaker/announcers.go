@@ -64,14 +64,17 @@ func (s *announcerSet) all() []*l2.Announcer {
 }
 
 // announcing counts the distinct addresses answered on any interface.
-func (s *announcerSet) announcing() int {
-	ips := map[netip.Addr]bool{}
-	for _, a := range s.all() {
+func (s *announcerSet) announcing() int { return len(announcingOn(s.all())) }
+
+// announcingOn is the set of addresses anns answer for now.
+func announcingOn[A Announcer](anns []A) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for _, a := range anns {
 		for _, ip := range a.Announcing() {
-			ips[ip] = true
+			out[ip] = true
 		}
 	}
-	return len(ips)
+	return out
 }
 
 // watchLinks calls changed with the name of every link that changes, so

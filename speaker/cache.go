@@ -27,7 +27,7 @@ import (
 // Of Nodes and EndpointSlices, it keeps of the metadata what the speaker
 // reads (name, labels, UID: a BGPNodeStatus's owner; an EndpointSlice's
 // labels only its Service's name), and of the rest only the fields the
-// plan reads (NodeInfos, peers, ServiceInfos): a Node's images and
+// plan reads (core.NodeInfos, MeshPeers, ServiceInfos): a Node's images and
 // capacity, an endpoint's addresses go. Other kinds lose the
 // last-applied annotation. TestStripUnread holds the plan's input
 // unchanged by it.

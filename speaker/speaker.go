@@ -34,9 +34,6 @@ import (
 	"github.com/ironlb/ironlb/speaker/membership"
 )
 
-// ExcludeLabel keeps a node from announcing any LoadBalancer address.
-const ExcludeLabel = core.ExcludeLabel
-
 // Announcer is what the speaker needs from a layer-2 announcer.
 type Announcer interface {
 	// Update announces ips; moves say which new ones skip the probe and
@@ -262,12 +259,7 @@ func (r *Reconciler) RequestRepublish(ctx context.Context) {
 
 // report hands the wire as anns answer it now, with pub, to the writer.
 func (r *Reconciler) report(ctx context.Context, pub *core.Publication, anns []Announcer) {
-	announcing := map[netip.Addr]bool{}
-	for _, a := range anns {
-		for _, ip := range a.Announcing() {
-			announcing[ip] = true
-		}
-	}
+	announcing := announcingOn(anns)
 	r.writer.publish(func() { r.writeVerdicts(ctx, pub, announcing) })
 }
 

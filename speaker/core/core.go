@@ -159,9 +159,11 @@ func Step(prev State, in Inputs) (State, Actions) {
 		announcedBefore = announcedAddresses(svcs)
 	}
 	act.L2 = make(map[string]L2Update, len(mine))
+	wanted := map[netip.Addr]bool{}
 	for iface, ips := range mine {
 		u := L2Update{IPs: ips, Owners: next.owners, Takeover: map[netip.Addr]string{}}
 		for _, ip := range ips {
+			wanted[ip] = true
 			prevOwner, ok := prev.owners[ip]
 			if (ok && prevOwner != in.Self) || (!ok && announcedBefore[ip]) {
 				cause := "failover"
@@ -177,7 +179,7 @@ func Step(prev State, in Inputs) (State, Actions) {
 	for i, s := range infos {
 		refs[i] = pubService{key: s.Key, ips: s.IPs}
 	}
-	act.Report = &Publication{self: in.Self, svcs: refs, plan: plan, bgp: bgpPlan, alive: in.Alive, mine: mine}
+	act.Report = &Publication{self: in.Self, svcs: refs, plan: plan, bgp: bgpPlan, alive: in.Alive, wanted: wanted}
 	return next, act
 }
 

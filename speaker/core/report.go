@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -32,8 +33,8 @@ type Publication struct {
 	plan  announce.L2Plan
 	bgp   announce.BGPPlan
 	alive map[string]bool
-	// mine is what this node's interfaces were given.
-	mine map[string][]netip.Addr
+	// wanted are the addresses this node's interfaces were given.
+	wanted map[netip.Addr]bool
 }
 
 // pubService is a Service with addresses, as the plan saw it.
@@ -61,15 +62,9 @@ type Verdict struct {
 // Over lists the conflicts that are over: the address is answered again,
 // or no longer this node's.
 func (p *Publication) Over(w Wire) []netip.Addr {
-	wanted := map[netip.Addr]bool{}
-	for _, ips := range p.mine {
-		for _, ip := range ips {
-			wanted[ip] = true
-		}
-	}
 	var over []netip.Addr
 	for ip := range w.Conflicts {
-		if w.Announcing[ip] || !wanted[ip] {
+		if w.Announcing[ip] || !p.wanted[ip] {
 			over = append(over, ip)
 		}
 	}
@@ -84,11 +79,9 @@ func (p *Publication) Over(w Wire) []netip.Addr {
 func (p *Publication) Report(w Wire) []Verdict {
 	conflicts := w.Conflicts
 	if over := p.Over(w); len(over) > 0 {
-		conflicts = make(map[netip.Addr]net.HardwareAddr, len(w.Conflicts))
-		for ip, mac := range w.Conflicts {
-			if !slices.Contains(over, ip) {
-				conflicts[ip] = mac
-			}
+		conflicts = maps.Clone(w.Conflicts)
+		for _, ip := range over {
+			delete(conflicts, ip)
 		}
 	}
 	var aliveNames []string
