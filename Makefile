@@ -103,16 +103,15 @@ bench-controller: k8s-binaries
 
 # bench-vs-metallb: ironlb beside MetalLB v0.15.2 (bin/peers/, `make
 # peers`), in one run: the controller paced (MetalLB's controller a fourth
-# interleaved writer) and as a burst (MetalLB a fourth writer, each on a
+# interleaved writer, each writer on its own fresh API server) and as a burst (MetalLB a fourth writer, each on a
 # fresh API server), each controller then restarted with its N Services;
 # then both load balancers in the same beds at once: layer-2 failover
 # (RUNS of each fault), BGP announce and crash withdrawal, and the
 # speakers' footprint with IPS addresses each. The controller tables go
 # to bin/bench-vs-metallb.txt, the rest into docs/comparison.md. 10,000
 # Services: `make bench-vs-metallb N=10000 PAIRS=1` (MetalLB takes 9 min
-# for the burst and 8 more for the restart). The paced run keeps
-# PACED_N=1000: its four writers share one API server, and four times
-# 10,000 Services overwhelmed it on 2 cores (docs/comparison.md).
+# for the burst and 8 more for the restart); PACED_N=10000 paces 10,000
+# per writer too.
 bench-vs-metallb: deps k8s-binaries build peers
 	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBenchController$$' -v ./test/bench/ -args -bench-services=$${PACED_N:-1000} -bench-rate=$${RATE:-60} -bench-metallb -bench-report=$(CURDIR)/bin/bench-vs-metallb.txt
 	$(GO) test -tags bench -count=1 -timeout 120m -run '^TestBenchControllerBurst$$' -v ./test/bench/ -args -bench-services=$${N:-1000} -burst-writers=$${WRITERS:-8} -burst-pairs=$${PAIRS:-3} -burst-metallb -burst-restart -bench-report=$(CURDIR)/bin/bench-vs-metallb.txt

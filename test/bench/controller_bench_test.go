@@ -47,6 +47,7 @@ var (
 	rate      = flag.Float64("bench-rate", 60, "Services created per second (open loop: the same offered load in every phase)")
 	report    = flag.String("bench-report", "", "file to append the result table to")
 	pacedMLB  = flag.Bool("bench-metallb", false, "TestBenchController: also run MetalLB's controller (bin/peers/, `make peers`) as a fourth writer, for Services of its class")
+	ownAPI    = flag.Bool("bench-own-apiserver", true, "TestBenchController: each writer on its own fresh API server (the burst's rule); false puts them all on one")
 )
 
 const plainClass = "bench.example/plain"
@@ -151,9 +152,12 @@ func service(ns string, i int, class *string) *corev1.Service {
 }
 
 // stream is one kind of writer under test: Services created in its own
-// namespace, with afterCreate (if any) run by the creating goroutine.
+// namespace on its API server, with afterCreate (if any) run by the
+// creating goroutine.
 type stream struct {
 	p           *phase
+	env         *apiserver.Env
+	cs          kubernetes.Interface
 	ns          string
 	class       *string
 	afterCreate func(*corev1.Service) error
@@ -161,14 +165,14 @@ type stream struct {
 
 // run creates n Services per stream at a fixed total rate, round-robin
 // across the streams, each create in its own goroutine: an open-loop load,
-// and every stream sees the same API server at the same moment, so their
-// ratio does not drift with the machine.
-func run(ctx context.Context, t *testing.T, cs kubernetes.Interface, streams []*stream) time.Duration {
+// and every stream sees the same machine at the same moment, so their
+// ratio does not drift with it.
+func run(ctx context.Context, t *testing.T, streams []*stream) time.Duration {
 	var dones []chan struct{}
 	for _, st := range streams {
 		done := make(chan struct{})
 		dones = append(dones, done)
-		watchIPs(ctx, t, cs, st.ns, st.p, done, *nServices)
+		watchIPs(ctx, t, st.cs, st.ns, st.p, done, *nServices)
 	}
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -184,7 +188,7 @@ func run(ctx context.Context, t *testing.T, cs kubernetes.Interface, streams []*
 			st.p.mu.Lock()
 			st.p.created[s.Name] = t0
 			st.p.mu.Unlock()
-			created, err := cs.CoreV1().Services(st.ns).Create(ctx, s, metav1.CreateOptions{})
+			created, err := st.cs.CoreV1().Services(st.ns).Create(ctx, s, metav1.CreateOptions{})
 			if err != nil {
 				t.Errorf("create: %v", err)
 				return
@@ -295,18 +299,28 @@ func startIronlb(ctx context.Context, t *testing.T, env *apiserver.Env, reg prom
 
 func TestBenchController(t *testing.T) {
 	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
-	env, err := apiserver.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cs := kubernetes.NewForConfigOrDie(env.Config)
-	for _, ns := range []string{"plain", "ironlb"} {
-		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	var shared *apiserver.Env
+	// on gives a writer its API server, with its namespace made: a fresh
+	// one each, unless -bench-own-apiserver=false.
+	on := func(st *stream) *stream {
+		env := shared
+		if env == nil {
+			var err error
+			if env, err = apiserver.New(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = env.Stop() })
+			if !*ownAPI {
+				shared = env
+			}
+		}
+		st.env, st.cs = env, kubernetes.NewForConfigOrDie(env.Config)
+		if _, err := st.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: st.ns}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		return st
 	}
 
 	// Three writers, interleaved in one run:
@@ -315,35 +329,35 @@ func TestBenchController(t *testing.T) {
 	// - reactive: a raw watch of Services and a status write per ADDED
 	//   event, 16 workers. The least any controller must do.
 	// - ironlb: the controller, in this process, as in production.
-	plain := &stream{p: newPhase("plain client (create, then write status)"), ns: "plain", class: ptr.To(plainClass),
-		afterCreate: statusWriter(ctx, cs, netip.MustParseAddr("198.18.0.0"))}
-	reactive := &stream{p: newPhase("plain watcher (watch, then write status)"), ns: "reactive", class: ptr.To(plainClass)}
-	ours := &stream{p: newPhase("ironlb controller"), ns: "ironlb"}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "reactive"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	startReactiveWriter(ctx, t, cs, "reactive", 16)
+	plain := on(&stream{p: newPhase("plain client (create, then write status)"), ns: "plain", class: ptr.To(plainClass)})
+	plain.afterCreate = statusWriter(ctx, plain.cs, netip.MustParseAddr("198.18.0.0"))
+	reactive := on(&stream{p: newPhase("plain watcher (watch, then write status)"), ns: "reactive", class: ptr.To(plainClass)})
+	startReactiveWriter(ctx, t, reactive.cs, "reactive", 16)
+	ours := on(&stream{p: newPhase("ironlb controller"), ns: "ironlb"})
 	streams := []*stream{plain, reactive, ours}
 	if *pacedMLB {
 		// MetalLB takes its class only: ironlb keeps those with none.
-		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "metallb"}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		startMetalLB(ctx, t, env, "--lb-class="+metallb.Class)
-		streams = append(streams, &stream{p: newPhase("MetalLB " + metallb.Version + " controller"), ns: "metallb", class: ptr.To(metallb.Class)})
+		mlb := on(&stream{p: newPhase("MetalLB " + metallb.Version + " controller"), ns: "metallb", class: ptr.To(metallb.Class)})
+		startMetalLB(ctx, t, mlb.env, "--lb-class="+metallb.Class)
+		streams = append(streams, mlb)
 	}
 
-	startIronlb(ctx, t, env, ctrlmetrics.Registry)
-	c := env.Client
+	startIronlb(ctx, t, ours.env, ctrlmetrics.Registry)
 	time.Sleep(2 * time.Second) // let the pool be parsed and start-up settle
-	w0 := writeCounts(ctx, cs)
-	total := run(ctx, t, cs, streams)
+	var servers []kubernetes.Interface
+	for i, st := range streams {
+		if i == 0 || st.env != streams[0].env {
+			servers = append(servers, st.cs)
+		}
+	}
+	w0 := writeCounts(ctx, servers...)
+	total := run(ctx, t, streams)
 	time.Sleep(2 * time.Second) // let trailing writes (events, pool status) land
-	w1 := writeCounts(ctx, cs)
+	w1 := writeCounts(ctx, servers...)
 
 	// No two Services share an address.
 	var list corev1.ServiceList
-	if err := c.List(ctx, &list, client.InNamespace("ironlb")); err != nil {
+	if err := ours.env.Client.List(ctx, &list, client.InNamespace("ironlb")); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]string{}
@@ -357,8 +371,8 @@ func TestBenchController(t *testing.T) {
 	}
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "N=%d Services per writer, %d writers interleaved, %.0f creates/s in all (open loop), one kube-apiserver+etcd (envtest), %d CPUs, %s total\n",
-		*nServices, len(streams), *rate, runtime.NumCPU(), total.Round(time.Millisecond))
+	fmt.Fprintf(&b, "N=%d Services per writer, %d writers interleaved, %.0f creates/s in all (open loop), %d kube-apiserver+etcd (envtest), %d CPUs, %s total\n",
+		*nServices, len(streams), *rate, len(servers), runtime.NumCPU(), total.Round(time.Millisecond))
 	fmt.Fprintf(&b, "%-44s %26s %26s\n", "", "create sent -> IP seen", "create returned -> IP seen")
 	fmt.Fprintf(&b, "%-44s %8s %8s %8s %8s %8s %8s\n", "writer", "p50", "p90", "p99", "p50", "p90", "p99")
 	pl, rl, ol := plain.p.latencies(), reactive.p.latencies(), ours.p.latencies()
@@ -402,15 +416,23 @@ func TestBenchController(t *testing.T) {
 	}
 }
 
-// writeCounts reads the API server's own request counters for mutating
-// verbs, keyed "VERB resource/subresource".
-func writeCounts(ctx context.Context, cs kubernetes.Interface) map[string]float64 {
-	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return nil
-	}
+// writeCounts reads the API servers' own request counters for mutating
+// verbs, keyed "VERB resource/subresource", summed over the servers.
+func writeCounts(ctx context.Context, servers ...kubernetes.Interface) map[string]float64 {
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(raw), "\n") {
+	for _, cs := range servers {
+		raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+		if err != nil {
+			continue
+		}
+		addWriteCounts(out, string(raw))
+	}
+	return out
+}
+
+// addWriteCounts adds one /metrics page's mutating request counts to out.
+func addWriteCounts(out map[string]float64, raw string) {
+	for _, line := range strings.Split(raw, "\n") {
 		if !strings.HasPrefix(line, "apiserver_request_total{") {
 			continue
 		}
@@ -431,7 +453,6 @@ func writeCounts(ctx context.Context, cs kubernetes.Interface) map[string]float6
 		fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v)
 		out[verb+" "+get("resource")+"/"+get("subresource")] += v
 	}
-	return out
 }
 
 func diffCounts(before, after map[string]float64, n int) string {
