@@ -10,7 +10,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 # Static, reproducible, version stamped; grpcnotrace as in the Makefile.
-RUN CGO_ENABLED=0 go build -tags grpcnotrace -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/...
+RUN CGO_ENABLED=0 go build -tags grpcnotrace -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/controller ./cmd/speaker
 
 # distroless/static: no shell, no package manager, non-root by default. The
 # speaker gets its network capabilities from the chart, not from the image.

@@ -160,7 +160,7 @@ IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
 IMAGE_ARCHES := amd64 arm64
 image: deps
 	for arch in $(IMAGE_ARCHES); do \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags '$(BUILD_TAGS)' -trimpath -ldflags '$(LDFLAGS)' -o bin/image/linux_$$arch/ ./cmd/... || exit 1; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags '$(BUILD_TAGS)' -trimpath -ldflags '$(LDFLAGS)' -o bin/image/linux_$$arch/ ./cmd/controller ./cmd/speaker || exit 1; \
 	done
 	cd hack/tools/image && GOWORK=off $(GO) run -mod=readonly . -root $(CURDIR) -bin $(CURDIR)/bin/image -out $(CURDIR)/bin/image \
 		-tag $(IMAGE) -version $(VERSION) -revision $$(git rev-parse HEAD) -epoch $$(git log -1 --format=%ct)

@@ -67,9 +67,15 @@
 // "restarting", which makes it wait for every peer's End-of-RIB, for up to
 // the deferral time, before sending anything); FRR 8.4 kept the route
 // installed throughout kill-and-restart and stop-and-restart cycles in the
-// tests (polled every 10ms). BFD and graceful restart do not combine: when
-// the speaker stops, its BFD session goes down too and FRR drops the
-// session and the routes.
+// tests (polled every 10ms). BFD and graceful restart combine: the
+// sessions end (TCP closed, by StopBgp or by the kernel on SIGKILL) before
+// BFD falls silent, so the router is already helping with the restart and
+// keeps the stale routes; a dead node's BFD expires while its session is
+// up, and the router's Cease/BFD Down NOTIFICATION ends graceful restart.
+// GoBGP's BFD sends the control-plane-independent bit clear (it dies with
+// the speaker); a router that then takes every BFD loss for a restart
+// (FRR's "bfd check-control-plane-failure") keeps routing to dead nodes,
+// so it must stay off (docs/performance.md).
 //
 // Session start. GoBGP dials a new neighbor after 1.5 to 2 seconds (its
 // minimum connect-retry interval, randomised), whatever the configured

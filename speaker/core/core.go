@@ -97,19 +97,39 @@ func (u L2Update) Yield(self string) func(netip.Addr) bool {
 	}
 }
 
-// Step plans one pass: the cluster-wide plan (package announce), then
-// this node's part of it per protocol.
-func Step(prev State, in Inputs) (State, Actions) {
-	nodes := NodeInfos(in.Nodes, in.Alive)
-	var svcs []*Service
+// Plans is the cluster-wide decision, the same on every node: who
+// announces each address over each protocol.
+type Plans struct {
+	// Services are ironlb's Services, Infos those of them with addresses.
+	Services []*Service
+	Infos    []announce.ServiceInfo
+	Nodes    []announce.NodeInfo
+	L2       announce.L2Plan
+	BGP      announce.BGPPlan
+}
+
+// Plan computes the cluster-wide decision from in's Config, Filter, Nodes,
+// Services, EndpointSlices and Alive. Step acts on its node's part;
+// kubectl-ironlb explains it and simulates drains with it, so what the
+// plugin says is what the speakers do.
+func Plan(in Inputs) Plans {
+	p := Plans{Nodes: NodeInfos(in.Nodes, in.Alive)}
 	for _, s := range in.Services {
 		if in.Filter.ManagesClass(s.Class) {
-			svcs = append(svcs, s)
+			p.Services = append(p.Services, s)
 		}
 	}
-	infos := ServiceInfos(in.Config, svcs, in.EndpointSlices)
-	plan := announce.PlanL2(in.Config, nodes, infos)
-	bgpPlan := announce.PlanBGP(in.Config, nodes, infos)
+	p.Infos = ServiceInfos(in.Config, p.Services, in.EndpointSlices)
+	p.L2 = announce.PlanL2(in.Config, p.Nodes, p.Infos)
+	p.BGP = announce.PlanBGP(in.Config, p.Nodes, p.Infos)
+	return p
+}
+
+// Step plans one pass: the cluster-wide plan (Plan), then this node's
+// part of it per protocol.
+func Step(prev State, in Inputs) (State, Actions) {
+	p := Plan(in)
+	svcs, infos, plan, bgpPlan := p.Services, p.Infos, p.L2, p.BGP
 
 	var act Actions
 	if in.BGP {

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -20,6 +21,7 @@ import (
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/test/frr"
 	"github.com/ironlb/ironlb/test/labkit"
+	"github.com/ironlb/ironlb/test/mdreport"
 	"github.com/ironlb/ironlb/test/netlab"
 )
 
@@ -31,12 +33,19 @@ import (
 
 var benchNodes = []string{"node1", "node2", "node3"}
 
+var checkCBit = flag.Bool("gr-bfd-check-cbit", false, "TestBenchBGPGracefulRestartBFD: FRR's neighbors also get `bfd check-control-plane-failure`")
+
 // bgpBench starts three nodes, FRR (with BFD towards every node when bfd)
 // and the BGP configuration (peer adjusts the BGPPeer; objs are created
 // first), and waits until FRR has the three sessions.
 func bgpBench(t *testing.T, bfd bool, peer func(*v1beta1.BGPPeerSpec), objs ...client.Object) (*cluster, *frr.Router) {
+	return bgpBenchWith(t, func(n *frr.NeighborConf) { n.BFD = bfd }, peer, objs...)
+}
+
+// bgpBenchWith is bgpBench with FRR's neighbors adjusted by neighbor.
+func bgpBenchWith(t *testing.T, neighbor func(*frr.NeighborConf), peer func(*v1beta1.BGPPeerSpec), objs ...client.Object) (*cluster, *frr.Router) {
 	cl := newCluster(t, benchNodes...)
-	rtr := cl.startRouter("s3cret", bfd)
+	rtr := cl.startFRR("router", "s3cret", neighbor)
 	for _, o := range objs {
 		if err := cl.c.Create(cl.ctx, o); err != nil {
 			t.Fatal(err)
@@ -228,9 +237,18 @@ func bfdUp(t *testing.T, rtr *frr.Router) {
 // bfdBench is bgpBench with BFD 300 ms x 3 on the sessions and one
 // Service (served by "pods" on every node when served) routed with ECMP.
 func bfdBench(t *testing.T, served bool) (*cluster, *frr.Router, netip.Prefix) {
+	return bfdBenchGR(t, served, false, false)
+}
+
+// bfdBenchGR is bfdBench, with graceful restart on the sessions when gr,
+// and FRR checking the BFD control-plane-independent bit when cbit
+// (`neighbor X bfd check-control-plane-failure`, which README advises
+// against).
+func bfdBenchGR(t *testing.T, served, gr, cbit bool) (*cluster, *frr.Router, netip.Prefix) {
 	profile := &v1beta1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast"}, Spec: v1beta1.BFDProfileSpec{
 		ReceiveInterval: ptr.To[int32](300), TransmitInterval: ptr.To[int32](300), DetectMultiplier: ptr.To[int32](3)}}
-	cl, rtr := bgpBench(t, true, func(p *v1beta1.BGPPeerSpec) { p.BFDProfile = "fast" }, profile)
+	cl, rtr := bgpBenchWith(t, func(n *frr.NeighborConf) { n.BFD, n.CheckControlPlane = true, cbit },
+		func(p *v1beta1.BGPPeerSpec) { p.BFDProfile, p.GracefulRestart = "fast", gr }, profile)
 	ip := cl.service
 	if served {
 		ip = cl.servedService
@@ -392,6 +410,64 @@ func TestBenchBGPGracefulRestart(t *testing.T) {
 	if err := cl.ecmp(rtr, prefix, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	gracefulRestarts(t, cl, rtr, prefix, "BGP graceful restart", func() {})
+}
+
+// TestBenchBGPGracefulRestartBFD is TestBenchBGPGracefulRestart with BFD
+// (300 ms x 3) on the sessions too: the speaker's BFD goes down with it,
+// and FRR, checking the C bit, keeps the routes as stale all the same.
+// TestBenchBGPCrashGRBFD is the other half: a node that crashes with both
+// on is still withdrawn within BFD's detection time.
+func TestBenchBGPGracefulRestartBFD(t *testing.T) {
+	cl, rtr, prefix := bfdBenchGR(t, false, true, *checkCBit)
+	label := "BGP graceful restart with BFD 300ms x3"
+	if *checkCBit {
+		label += " (FRR with check-control-plane-failure)"
+	}
+	gracefulRestarts(t, cl, rtr, prefix, label, func() { bfdUp(t, rtr) })
+	// A speaker that is killed (OOM, a crash) is no different to the
+	// router: the kernel ends its TCP sessions, then its BFD falls silent.
+	gracefulRestarts(t, cl, rtr, prefix, label+", speaker SIGKILLed", func() { bfdUp(t, rtr) }, kill)
+}
+
+// TestBenchBGPCrashGRBFD: a node crashes (link down, speaker SIGKILL) with
+// graceful restart and BFD on its sessions; BFD detects it and FRR drops
+// its routes at once: no stale routes into a dead node.
+func TestBenchBGPCrashGRBFD(t *testing.T) {
+	cl, rtr, prefix := bfdBenchGR(t, false, true, false)
+	samples := benchCrash(t, cl, rtr, prefix, 10*time.Second, "Cease/BFD Down", func() { bfdUp(t, rtr) })
+	report(t, "BGP node crash with graceful restart and BFD 300ms x3 (link down + SIGKILL -> the router's FIB drops the node's next hop, sampled every 5 ms)", samples, "")
+	if p99 := mdreport.Percentile(samples, 0.99); p99 > time.Second {
+		t.Errorf("p99 %s from crash to withdrawal with graceful restart and BFD, want <= 1s", p99)
+	}
+}
+
+// stopHow is how gracefulRestarts stops a speaker: SIGTERM unless kill.
+type stopHow int
+
+const kill stopHow = 1
+
+// TestBenchBGPCrashGRBFDCheckCBit is why README advises against FRR's
+// `bfd check-control-plane-failure` with ironlb: GoBGP's BFD runs in the
+// speaker and sends the control-plane-independent bit clear, so FRR takes
+// every BFD loss, a dead node's too, for a restart and keeps routing to
+// it as stale for the restart time (120 s). If FRR ever tells the two
+// apart, this test fails and README's advice can change.
+func TestBenchBGPCrashGRBFDCheckCBit(t *testing.T) {
+	cl, rtr, prefix := bfdBenchGR(t, false, true, true)
+	bfdUp(t, rtr)
+	d, err := cl.crashBGP(rtr, kernelNextHops(t, rtr, prefix), benchNodes[0], prefix, 5*time.Second)
+	if err == nil {
+		t.Fatalf("with check-control-plane-failure FRR withdrew the crashed node in %s: it tells a crash from a restart now", d)
+	}
+	note(t, "BGP node crash with graceful restart, BFD 300ms x3 and FRR's check-control-plane-failure: still routed to the dead node after 5 s ("+err.Error()+")")
+}
+
+// gracefulRestarts stops a node's speaker gracefully (SIGTERM) and starts
+// it again at once, RUNS times over the nodes, ready before each, while
+// zebra's RIB and the router's kernel FIB are sampled: the node's next hop
+// must never be missing from either.
+func gracefulRestarts(t *testing.T, cl *cluster, rtr *frr.Router, prefix netip.Prefix, label string, ready func(), how ...stopHow) {
 	zebra := func() ([]netip.Addr, error) {
 		rs, err := rtr.Routes(frr.IPv4)
 		return rs[prefix], err
@@ -406,6 +482,7 @@ func TestBenchBGPGracefulRestart(t *testing.T) {
 	for i := range *failoverRuns {
 		node := benchNodes[i%len(benchNodes)]
 		addr := cl.lab.Hosts[node].IPv4.Addr()
+		ready()
 		ns, err := rtr.Neighbors()
 		if err != nil {
 			t.Fatal(err)
@@ -414,7 +491,12 @@ func TestBenchBGPGracefulRestart(t *testing.T) {
 		stop := make(chan struct{})
 		ws := [2]*watch{watchNextHop(zebra, addr, stop), watchNextHop(kernel, addr, stop)}
 		stopped := time.Now()
-		cl.speakers[node].Stop()
+		if len(how) > 0 && how[0] == kill {
+			cl.speakers[node].Kill()
+			cl.speakers[node].Wait()
+		} else {
+			cl.speakers[node].Stop()
+		}
 		started := time.Now()
 		cl.startSpeaker(node)
 		_, err = frr.Poll(within(t, 60*time.Second), 10*time.Millisecond, func() (bool, error) { return resynced(rtr, prefix, addr, before) })
@@ -445,8 +527,12 @@ func TestBenchBGPGracefulRestart(t *testing.T) {
 	every := func(w watch) time.Duration { return (watched / time.Duration(w.samples)).Round(time.Millisecond) }
 	extra := fmt.Sprintf(", samples without the node's next hop in all runs: zebra's RIB %d of %d (one every %s), kernel FIB %d of %d (one every %s)",
 		total[0].missing, total[0].samples, every(total[0]), total[1].missing, total[1].samples, every(total[1]))
-	report(t, "BGP graceful restart (restarted speaker started -> FRR's path from the node no longer stale)", fromStart, extra)
-	report(t, "BGP graceful restart (SIGTERM -> FRR's path from the node no longer stale)", fromStop, "")
+	report(t, label+" (restarted speaker started -> FRR's path from the node no longer stale)", fromStart, extra)
+	signal := "SIGTERM"
+	if len(how) > 0 && how[0] == kill {
+		signal = "SIGKILL"
+	}
+	report(t, label+" ("+signal+" -> FRR's path from the node no longer stale)", fromStop, "")
 	if total[0].missing+total[1].missing > 0 {
 		t.Errorf("graceful restart withdrew the node's route (RIB samples %d, FIB samples %d), want none", total[0].missing, total[1].missing)
 	}

@@ -33,13 +33,13 @@ var bgpOutage = flag.Duration("bgp-outage", 5*time.Second, "how long the API ser
 // eBGP, and makes it the nodes' default gateway (for the replies to
 // clients behind it).
 func (cl *cluster) startRouter(password string, bfd bool) *frr.Router {
-	return cl.startFRR("router", password, bfd)
+	return cl.startFRR("router", password, func(n *frr.NeighborConf) { n.BFD = bfd })
 }
 
 // startFRR runs FRR on the LAN host name as a router peering with every
-// node (password and BFD as given), and routes the nodes' default
-// traffic through "router".
-func (cl *cluster) startFRR(name, password string, bfd bool) *frr.Router {
+// node (with password, each neighbor adjusted by neighbor), and routes the
+// nodes' default traffic through "router".
+func (cl *cluster) startFRR(name, password string, neighbor func(*frr.NeighborConf)) *frr.Router {
 	cl.t.Helper()
 	if err := frr.Check(); err != nil {
 		cl.t.Fatalf("BGP e2e needs FRR (make deps installs it): %v", err)
@@ -53,7 +53,9 @@ func (cl *cluster) startFRR(name, password string, bfd bool) *frr.Router {
 		if _, err := h.In("ip", "route", "replace", "default", "via", cl.lab.Hosts["router"].IPv4.Addr().String()); err != nil {
 			cl.t.Fatal(err)
 		}
-		ns = append(ns, frr.NeighborConf{Addr: h.IPv4.Addr(), ASN: nodeASN, Password: password, BFD: bfd})
+		n := frr.NeighborConf{Addr: h.IPv4.Addr(), ASN: nodeASN, Password: password}
+		neighbor(&n)
+		ns = append(ns, n)
 	}
 	r, err := frr.Start(rtr.Name, filepath.Join(cl.dir, "frr-"+name), frr.BGPConfig(routerASN, rtr.IPv4.Addr(), ns))
 	if err != nil {

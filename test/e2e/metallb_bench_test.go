@@ -196,9 +196,9 @@ func TestBenchVsMetalLBBGP(t *testing.T) {
 	hold := &metav1.Duration{Duration: 3 * time.Second}
 	keep := &metav1.Duration{Duration: time.Second}
 	cl := newBed(t, bed{proxyMode: datapath.NFTables, hosts: []string{"router2", "router3"}}, benchNodes...)
-	bfdRouter := cl.startFRR("router", "s3cret", true)
-	plainRouter := cl.startFRR("router2", "", false)
-	mlbRouter := cl.startFRR("router3", "", false)
+	bfdRouter := cl.startFRR("router", "s3cret", func(n *frr.NeighborConf) { n.BFD = true })
+	plainRouter := cl.startFRR("router2", "", func(*frr.NeighborConf) {})
+	mlbRouter := cl.startFRR("router3", "", func(*frr.NeighborConf) {})
 	if err := cl.c.Create(cl.ctx, &v1beta1.BFDProfile{ObjectMeta: metav1.ObjectMeta{Name: "fast"}, Spec: v1beta1.BFDProfileSpec{
 		ReceiveInterval: ptr.To[int32](300), TransmitInterval: ptr.To[int32](300), DetectMultiplier: ptr.To[int32](3)}}); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,11 @@ type NeighborConf struct {
 	ASN      uint32
 	Password string
 	BFD      bool
+	// CheckControlPlane is "bfd check-control-plane-failure": a BFD
+	// session that goes down while the neighbor is restarting gracefully
+	// and says its BFD shares fate with its control plane (C bit clear)
+	// does not end the graceful restart.
+	CheckControlPlane bool
 }
 
 // BGPConfig writes the bgpd configuration of a router that accepts routes
@@ -30,6 +35,9 @@ func BGPConfig(asn uint32, routerID netip.Addr, ns []NeighborConf) string {
 		}
 		if n.BFD {
 			fmt.Fprintf(&b, " neighbor %s bfd\n", n.Addr)
+		}
+		if n.CheckControlPlane {
+			fmt.Fprintf(&b, " neighbor %s bfd check-control-plane-failure\n", n.Addr)
 		}
 	}
 	for _, af := range []string{"ipv4", "ipv6"} {

@@ -115,8 +115,16 @@ func Percentiles(samples []time.Duration) string {
 	if len(samples) == 0 {
 		return "no samples"
 	}
+	p := func(q float64) time.Duration { return Percentile(samples, q).Round(time.Microsecond) }
+	return fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s", p(.5), p(.9), p(.99), p(1))
+}
+
+// Percentile is the q-quantile of samples (nearest rank), 0 for none.
+func Percentile(samples []time.Duration, q float64) time.Duration {
+	if len(samples) == 0 {
+		return 0
+	}
 	s := slices.Clone(samples)
 	slices.Sort(s)
-	p := func(q float64) time.Duration { return s[int(q*float64(len(s)-1)+0.5)].Round(time.Microsecond) }
-	return fmt.Sprintf("p50 %s, p90 %s, p99 %s, max %s", p(.5), p(.9), p(.99), s[len(s)-1].Round(time.Microsecond))
+	return s[int(q*float64(len(s)-1)+0.5)]
 }
