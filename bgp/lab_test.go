@@ -45,6 +45,7 @@ type lab struct {
 // neighbor is one FRR neighbor statement.
 type neighbor struct {
 	addr     netip.Addr
+	iface    string // unnumbered: the router's link to the node
 	asn      uint32
 	password string
 	bfd      bool
@@ -62,9 +63,9 @@ func skipUnlessLab(t *testing.T) {
 	}
 }
 
-// newLab builds the LAN with n nodes and starts FRR with a neighbor for
-// each node address neighbors returns.
-func newLab(t *testing.T, n int, neighbors func(nodes []*netlab.Host) []neighbor) *lab {
+// newLab builds the LAN with n nodes, runs setup (more links, say) and
+// starts FRR with a neighbor for each node address neighbors returns.
+func newLab(t *testing.T, n int, neighbors func(nodes []*netlab.Host) []neighbor, setup ...func(*netlab.Lab) error) *lab {
 	t.Helper()
 	skipUnlessLab(t)
 	netlab.Cleanup(nsPrefix)
@@ -92,6 +93,11 @@ func newLab(t *testing.T, n int, neighbors func(nodes []*netlab.Host) []neighbor
 		}
 		l.nodes = append(l.nodes, h)
 	}
+	for _, f := range setup {
+		if err := f(nl); err != nil {
+			t.Fatal(err)
+		}
+	}
 	conf := frrConf(nl.Hosts["rtr"], neighbors(l.nodes))
 	rtr, err := frr.Start(nl.Hosts["rtr"].Name, filepath.Join(l.dir, "frr"), conf)
 	if err != nil {
@@ -110,7 +116,7 @@ func newLab(t *testing.T, n int, neighbors func(nodes []*netlab.Host) []neighbor
 func frrConf(rtr *netlab.Host, ns []neighbor) string {
 	var out []frr.NeighborConf
 	for _, n := range ns {
-		out = append(out, frr.NeighborConf{Addr: n.addr, ASN: n.asn, Password: n.password, BFD: n.bfd})
+		out = append(out, frr.NeighborConf{Addr: n.addr, Interface: n.iface, ASN: n.asn, Password: n.password, BFD: n.bfd})
 	}
 	return frr.BGPConfig(routerASN, rtr.IPv4.Addr(), out)
 }

@@ -37,8 +37,17 @@ type BFD struct {
 // plain data (JSON-friendly) so that tests and helper processes can pass
 // it around.
 type PeerSpec struct {
-	Name    string     `json:"name"`
-	Address netip.Addr `json:"address"`
+	Name string `json:"name"`
+	// Address is the router's. An unnumbered session's is the Speaker's
+	// to learn from Interface's neighbours (whatever is set here is
+	// replaced by what it finds).
+	Address netip.Addr `json:"address,omitzero"`
+	// Interface names the node's link to the router of an unnumbered
+	// session (IPv6 link-local transport, RFC 8950 next hops).
+	Interface string `json:"interface,omitempty"`
+	// VRF is the node's VRF device the session's sockets are bound to
+	// ("" = the default VRF).
+	VRF string `json:"vrf,omitempty"`
 	// Port is the peer's TCP port; 0 means 179.
 	Port          uint16     `json:"port,omitempty"`
 	MyASN         uint32     `json:"myASN"`
@@ -79,6 +88,8 @@ func NewPeerSpec(p *config.BGPPeer, password string) PeerSpec {
 	s := PeerSpec{
 		Name:            p.Name,
 		Address:         p.Address,
+		Interface:       p.Interface,
+		VRF:             p.VRF,
 		Port:            p.Port,
 		MyASN:           p.MyASN,
 		PeerASN:         p.PeerASN,
@@ -161,21 +172,25 @@ func micros(d time.Duration) uint32 {
 
 // apiPeer translates a PeerSpec into GoBGP's neighbor configuration. Both
 // unicast families are enabled on every session, whatever its transport
-// family, so a dual-stack Service can be announced over one session.
+// family, so a dual-stack Service can be announced over one session. An
+// unnumbered session is GoBGP's interface neighbour: GoBGP finds the
+// router's link-local address among the interface's IPv6 neighbours and
+// always offers the extended next hop capability; a VRF is GoBGP's bind
+// interface (SO_BINDTODEVICE on the session's and BFD's sockets).
 func apiPeer(p PeerSpec) (*api.Peer, error) {
-	if !p.Address.IsValid() {
-		return nil, fmt.Errorf("peer %q: no address", p.Name)
+	if !p.Address.IsValid() && p.Interface == "" {
+		return nil, fmt.Errorf("peer %q: needs an address or an interface", p.Name)
 	}
 	if p.MyASN == 0 || p.PeerASN == 0 {
 		return nil, fmt.Errorf("peer %q: ASNs must be set (myASN %d, peerASN %d)", p.Name, p.MyASN, p.PeerASN)
 	}
 	out := &api.Peer{
 		Conf: &api.PeerConf{
-			NeighborAddress: p.Address.Unmap().String(),
-			PeerAsn:         p.PeerASN,
-			LocalAsn:        p.MyASN,
-			AuthPassword:    p.Password,
-			Description:     p.Name,
+			NeighborInterface: p.Interface,
+			PeerAsn:           p.PeerASN,
+			LocalAsn:          p.MyASN,
+			AuthPassword:      p.Password,
+			Description:       p.Name,
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			HoldTime:               seconds(p.HoldTime),
@@ -184,8 +199,12 @@ func apiPeer(p PeerSpec) (*api.Peer, error) {
 			IdleHoldTimeAfterReset: seconds(idleHoldAfterReset),
 		}},
 		Transport: &api.Transport{
-			RemotePort: uint32(p.Port),
+			RemotePort:    uint32(p.Port),
+			BindInterface: p.VRF,
 		},
+	}
+	if p.Interface == "" {
+		out.Conf.NeighborAddress = p.Address.Unmap().String()
 	}
 	if p.SourceAddress.IsValid() {
 		out.Transport.LocalAddress = p.SourceAddress.Unmap().String()

@@ -80,7 +80,27 @@ func TestAPIPeer(t *testing.T) {
 				p.AfiSafis = families(true)
 			}),
 		},
-		{name: "no address", mod: func(p *PeerSpec) { p.Address = netip.Addr{} }, wantErr: `peer "rtr": no address`},
+		{
+			name: "unnumbered in a VRF: GoBGP's interface neighbour, sockets bound to the VRF",
+			mod: func(p *PeerSpec) {
+				p.Address, p.Interface, p.VRF = netip.Addr{}, "eth1", "blue"
+			},
+			want: base(func(p *api.Peer) {
+				p.Conf.NeighborAddress, p.Conf.NeighborInterface = "", "eth1"
+				p.Transport.BindInterface = "blue"
+			}),
+		},
+		{
+			name: "numbered in a VRF",
+			mod:  func(p *PeerSpec) { p.VRF = "blue" },
+			want: base(func(p *api.Peer) { p.Transport.BindInterface = "blue" }),
+		},
+		{name: "no address", mod: func(p *PeerSpec) { p.Address = netip.Addr{} }, wantErr: `peer "rtr": needs an address or an interface`},
+		{
+			name: "unnumbered with the address found: the interface still decides",
+			mod:  func(p *PeerSpec) { p.Address, p.Interface = netip.MustParseAddr("fe80::1%eth1"), "eth1" },
+			want: base(func(p *api.Peer) { p.Conf.NeighborAddress, p.Conf.NeighborInterface = "", "eth1" }),
+		},
 		{name: "no ASN", mod: func(p *PeerSpec) { p.MyASN = 0 }, wantErr: `peer "rtr": ASNs must be set`},
 		{name: "restart time too long", mod: func(p *PeerSpec) { p.GracefulRestart, p.RestartTime = true, 2*time.Hour }, wantErr: "exceeds 4095s"},
 	}

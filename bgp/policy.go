@@ -26,7 +26,9 @@ import (
 // an IPv4 route over IPv6 with an RFC 8950 IPv6 next hop, which needs the
 // extended-next-hop capability on the router. So cross-family paths get
 // the node's own address of the route's family as next hop, and are not
-// sent at all when the node has none.
+// sent at all when the node has none. Unnumbered sessions are the
+// exception: IPv4 routes go over them with the IPv6 next hop, as the
+// router expects there.
 
 // stmt is one export policy statement.
 type stmt struct {
@@ -115,7 +117,10 @@ func planExport(routes []Route, peers map[string]netip.Addr, nodeV4, nodeV6 neti
 		route, session int
 		nh             netip.Addr
 	}{{4, 6, nodeV4}, {6, 4, nodeV6}} {
-		nb := addrs(func(n string) bool { return family(peers[n]) == f.session })
+		// A link-local (zoned) session is unnumbered: the router
+		// asked for RFC 8950 next hops, and GoBGP's own (the session's
+		// IPv6 link-local address) is the one it can reach.
+		nb := addrs(func(n string) bool { return family(peers[n]) == f.session && peers[n].Zone() == "" })
 		if len(nb) == 0 || !hasFamily[f.route] {
 			continue
 		}
@@ -189,7 +194,8 @@ func apiPolicy(name string, stmts []stmt) ([]*api.DefinedSet, *api.Policy) {
 		base := name + "-" + strconv.Itoa(i)
 		ns := &api.DefinedSet{DefinedType: api.DefinedType_DEFINED_TYPE_NEIGHBOR, Name: base + "-neighbors"}
 		for _, a := range s.Neighbors {
-			ns.List = append(ns.List, netip.PrefixFrom(a, a.BitLen()).String())
+			// GoBGP matches neighbours without their zone.
+			ns.List = append(ns.List, netip.PrefixFrom(a.WithZone(""), a.BitLen()).String())
 		}
 		sets = append(sets, ns)
 		st := &api.Statement{

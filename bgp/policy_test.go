@@ -1,8 +1,10 @@
 package bgp
 
 import (
+	"maps"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -10,6 +12,7 @@ func TestPlanExport(t *testing.T) {
 	pfx := netip.MustParsePrefix
 	addr := netip.MustParseAddr
 	peers := map[string]netip.Addr{"a": addr("198.18.20.1"), "b": addr("198.18.20.3"), "c": addr("2001:db8:20::1")}
+	unnumbered := map[string]netip.Addr{"u": addr("fe80::1%eth1")}
 	v4, v6 := addr("198.18.20.2"), addr("2001:db8:20::2")
 	comm := Attrs{Communities: []uint32{1}}
 	tests := []struct {
@@ -57,13 +60,25 @@ func TestPlanExport(t *testing.T) {
 			{Family: 6, Neighbors: []netip.Addr{peers["a"], peers["b"]}, NextHop: v6},
 		},
 	}, {
+		name:    "unnumbered (link-local) sessions keep GoBGP's IPv6 next hop for IPv4 routes",
+		routes:  []Route{{Prefix: pfx("198.18.21.1/32"), Peers: []string{"a", "b", "c", "u"}}},
+		v4:      v4,
+		wantRIB: map[netip.Prefix]Attrs{pfx("198.18.21.1/32"): {}},
+		wantStmts: []stmt{
+			{Family: 4, Neighbors: []netip.Addr{peers["c"]}, NextHop: v4},
+		},
+	}, {
 		name:    "route without peers is not announced",
 		routes:  []Route{{Prefix: pfx("198.18.21.1/32")}},
 		wantRIB: map[netip.Prefix]Attrs{},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := planExport(tc.routes, peers, tc.v4, tc.v6)
+			ps := maps.Clone(peers)
+			if slices.ContainsFunc(tc.routes, func(r Route) bool { return slices.Contains(r.Peers, "u") }) {
+				maps.Copy(ps, unnumbered)
+			}
+			got := planExport(tc.routes, ps, tc.v4, tc.v6)
 			if !reflect.DeepEqual(got.rib, tc.wantRIB) {
 				t.Errorf("rib %v, want %v", got.rib, tc.wantRIB)
 			}
@@ -88,5 +103,15 @@ func TestCheckRoutes(t *testing.T) {
 		if err := checkRoutes(tc.routes); (err == nil) != tc.ok {
 			t.Errorf("%v: error %v, want ok=%v", tc.routes, err, tc.ok)
 		}
+	}
+}
+
+// TestAPIPolicyUnzoned: GoBGP matches neighbours by address alone, so an
+// unnumbered session's zone must not reach its neighbour set (GoBGP
+// refuses "fe80::1%eth1/128").
+func TestAPIPolicyUnzoned(t *testing.T) {
+	sets, _ := apiPolicy("p", []stmt{{Family: 4, Neighbors: []netip.Addr{netip.MustParseAddr("fe80::1%eth1")}, Reject: true}})
+	if len(sets) == 0 || !slices.Equal(sets[0].List, []string{"fe80::1/128"}) {
+		t.Fatalf("neighbour set %v, want [fe80::1/128]", sets)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/server"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ironlb/ironlb/config/v1beta1"
 )
 
 // Options configure a Speaker. They are fixed for its lifetime: changing
@@ -57,9 +59,11 @@ type Speaker struct {
 	mu        sync.Mutex
 	started   bool
 	stopped   bool
-	routesSet bool                // SetRoutes was called at least once
-	desired   map[string]PeerSpec // by name, as last given to SetPeers
-	peers     map[string]PeerSpec // by name, as configured in GoBGP
+	routesSet bool                          // SetRoutes was called at least once
+	desired   map[string]PeerSpec           // by name, as last given to SetPeers
+	peers     map[string]PeerSpec           // by name, as configured in GoBGP (prepared)
+	failed    map[string]*PeerError         // desired peers the last sync left out
+	hellos    map[string]context.CancelFunc // unnumbered links advertised on, by interface
 	routes    []Route
 	rib       map[netip.Prefix]Attrs // paths in GoBGP's global RIB
 	stmts     []stmt                 // installed export statements
@@ -77,6 +81,7 @@ func New(log logr.Logger, opts Options) *Speaker {
 		desired: map[string]PeerSpec{},
 		peers:   map[string]PeerSpec{},
 		rib:     map[netip.Prefix]Attrs{},
+		hellos:  map[string]context.CancelFunc{},
 		quiet:   q,
 	}
 	s.srv = server.NewBgpServer(server.LoggerOption(slog.New(q), nil))
@@ -137,6 +142,9 @@ func (s *Speaker) Stop() {
 		return
 	}
 	s.stopped = true
+	for _, cancel := range s.hellos {
+		cancel()
+	}
 	gr := false
 	for _, p := range s.peers {
 		gr = gr || p.GracefulRestart
@@ -158,8 +166,8 @@ func (s *Speaker) Stop() {
 // new name are added, those whose name is gone are removed, those whose
 // PeerSpec changed are removed and added again (GoBGP resets the session
 // for most changes anyway), and unchanged ones are left alone, whatever
-// else changed. Names must be unique and so must addresses (GoBGP keys
-// sessions by address).
+// else changed. Names must be unique and so must addresses and
+// interfaces (GoBGP keys sessions by address, whatever the VRF).
 func (s *Speaker) SetPeers(ctx context.Context, peers []PeerSpec) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -167,19 +175,23 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []PeerSpec) error {
 		return err
 	}
 	desired := map[string]PeerSpec{}
-	byAddr := map[netip.Addr]string{}
+	byAddr := map[string]string{}
 	for _, p := range peers {
 		if _, dup := desired[p.Name]; dup {
 			return fmt.Errorf("peer %q: named twice", p.Name)
 		}
-		if other, dup := byAddr[p.Address.Unmap()]; dup {
-			return fmt.Errorf("peer %q: address %s is also peer %q's", p.Name, p.Address, other)
+		key, what := p.Address.Unmap().String(), "address "+p.Address.String()
+		if p.Interface != "" {
+			key, what = "%"+p.Interface, "interface "+p.Interface
+		}
+		if other, dup := byAddr[key]; dup {
+			return fmt.Errorf("peer %q: %s is also peer %q's", p.Name, what, other)
 		}
 		if _, err := apiPeer(p); err != nil {
 			return err
 		}
 		desired[p.Name] = p
-		byAddr[p.Address.Unmap()] = p.Name
+		byAddr[key] = p.Name
 	}
 	s.desired = desired
 	if !s.routesSet {
@@ -189,18 +201,47 @@ func (s *Speaker) SetPeers(ctx context.Context, peers []PeerSpec) error {
 	return s.syncPeers(ctx)
 }
 
-// syncPeers applies s.desired. The export policy is updated for the new
-// set of addresses before any session is added, so a new peer never sees
-// a route meant for others.
+// syncPeers applies s.desired. Each peer is first prepared against the
+// node (its VRF and interface exist, an unnumbered router's address is
+// known): one that is not ready is left out (and removed if it ran) with
+// its PeerError kept for Status, and is tried again on the next call; an
+// unnumbered router whose address changed (a replaced router) is a
+// changed session. The export policy is updated for the new set of
+// addresses before any session is added, so a new peer never sees a route
+// meant for others.
 func (s *Speaker) syncPeers(ctx context.Context) error {
+	s.syncHellos()
 	var errs []error
+	ready := map[string]PeerSpec{}
+	s.failed = map[string]*PeerError{}
+	for _, name := range slices.Sorted(maps.Keys(s.desired)) {
+		p, err := prepare(ctx, s.desired[name])
+		var pe *PeerError
+		if old, running := s.peers[name]; running && errors.As(err, &pe) && pe.Reason == v1beta1.ReasonNoLinkLocalNeighbor {
+			if q := old; q.Address.IsValid() {
+				q.Address = netip.Addr{}
+				if q.Equal(s.desired[name]) {
+					// The router's entry left the neighbour table while
+					// the session runs: the session knows better.
+					ready[name] = old
+					continue
+				}
+			}
+		}
+		if err != nil {
+			s.failed[name] = peerError(name, err)
+			errs = append(errs, err)
+			continue
+		}
+		ready[name] = p
+	}
 	var gone, added []string
 	for name, old := range s.peers {
-		if p, ok := s.desired[name]; !ok || !p.Equal(old) {
+		if p, ok := ready[name]; !ok || !p.Equal(old) {
 			gone = append(gone, name)
 		}
 	}
-	for name, p := range s.desired {
+	for name, p := range ready {
 		if old, ok := s.peers[name]; !ok || !p.Equal(old) {
 			added = append(added, name)
 		}
@@ -219,31 +260,59 @@ func (s *Speaker) syncPeers(ctx context.Context) error {
 	// The policy must know the addresses of peers about to be added.
 	next := maps.Clone(s.peers)
 	for _, name := range added {
-		next[name] = s.desired[name]
+		next[name] = ready[name]
 	}
 	if err := s.syncPolicy(ctx, next); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
+	failedAdd := false
 	for _, name := range added {
-		p := s.desired[name]
+		p := ready[name]
 		ap, err := apiPeer(p)
 		if err == nil {
 			err = s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: ap})
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("peer %q: add: %w", name, err))
+			err = fmt.Errorf("add: %w", err)
+			s.failed[name] = peerError(name, err)
+			errs = append(errs, s.failed[name])
+			failedAdd = true
 			continue
 		}
 		s.peers[name] = p
-		s.log.Info("BGP peer added", "peer", name, "address", p.Address, "myASN", p.MyASN, "peerASN", p.PeerASN,
-			"bfd", p.BFD != nil, "gracefulRestart", p.GracefulRestart)
+		s.log.Info("BGP peer added", "peer", name, "address", p.Address, "interface", p.Interface, "vrf", p.VRF,
+			"myASN", p.MyASN, "peerASN", p.PeerASN, "bfd", p.BFD != nil, "gracefulRestart", p.GracefulRestart)
 	}
-	if len(errs) > 0 {
+	if failedAdd {
 		// A failed add left the policy planned for a peer that is not
 		// there; recompute it for what is.
 		errs = append(errs, s.syncPolicy(ctx, s.peers))
 	}
 	return errors.Join(errs...)
+}
+
+// syncHellos advertises the node on the links of its desired unnumbered
+// peers, and on no other (see hello).
+func (s *Speaker) syncHellos() {
+	want := map[string]bool{}
+	for _, p := range s.desired {
+		if p.Interface != "" {
+			want[p.Interface] = true
+		}
+	}
+	for iface, cancel := range s.hellos {
+		if !want[iface] {
+			cancel()
+			delete(s.hellos, iface)
+		}
+	}
+	for iface := range want {
+		if s.hellos[iface] == nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			s.hellos[iface] = cancel
+			go hello(ctx, s.log, iface)
+		}
+	}
 }
 
 func (s *Speaker) ready() error {

@@ -2,6 +2,7 @@ package bgp
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -25,34 +26,38 @@ type PeerStatus struct {
 	PrefixesSent uint64 `json:"prefixesSent"`
 	// BFDState is up, down, init or admindown; "" when the peer has no BFD.
 	BFDState string `json:"bfdState,omitempty"`
+	// Error and Reason say why a peer the node should run is not
+	// configured (State is then "idle"): see PeerError.
+	Error  string `json:"error,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Established tells whether the session is up.
 func (s PeerStatus) Established() bool { return s.State == "established" }
 
-// Status reports every configured session, by name.
+// Status reports every configured session, and every peer the last sync
+// left out with its error, by name.
 func (s *Speaker) Status() []PeerStatus {
 	s.mu.Lock()
-	byAddr := map[netip.Addr]PeerSpec{}
-	for _, p := range s.peers {
-		byAddr[p.Address.Unmap()] = p
+	peers := maps.Clone(s.peers)
+	var out []PeerStatus
+	for name, e := range s.failed {
+		p := s.desired[name]
+		out = append(out, PeerStatus{Name: name, Address: p.Address, State: "idle", Error: e.Error(), Reason: e.Reason})
 	}
 	ok := s.started && !s.stopped
 	s.mu.Unlock()
 	if !ok {
 		return nil
 	}
-	var out []PeerStatus
+	// Sessions are matched by their description, the peer's name: an
+	// unnumbered session's neighbour address is GoBGP's to find.
 	err := s.srv.ListPeer(context.Background(), &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-		addr, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
-		if err != nil {
-			return
-		}
-		spec, known := byAddr[addr]
+		spec, known := peers[p.GetConf().GetDescription()]
 		if !known {
 			return
 		}
-		st := PeerStatus{Name: spec.Name, Address: addr, State: sessionState(p.GetState().GetSessionState())}
+		st := PeerStatus{Name: spec.Name, Address: spec.Address, State: sessionState(p.GetState().GetSessionState())}
 		if t := p.GetTimers().GetState(); t != nil {
 			if st.Established() && t.GetUptime() != nil {
 				st.Since = t.GetUptime().AsTime()

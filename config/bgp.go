@@ -16,9 +16,14 @@ import (
 
 // BGPPeer is a validated BGPPeer with defaults filled in.
 type BGPPeer struct {
-	Name            string
-	MyASN, PeerASN  uint32
-	Address         netip.Addr
+	Name           string
+	MyASN, PeerASN uint32
+	Address        netip.Addr // invalid when Interface is set
+	// Interface is the node's link to the router of an unnumbered
+	// session (IPv6 link-local); "" for a numbered one.
+	Interface string
+	// VRF is the node's VRF device the session is bound to; "" = default.
+	VRF             string
 	Port            uint16
 	SourceAddress   netip.Addr // invalid = kernel's choice
 	RouterID        netip.Addr // invalid = node's IPv4
@@ -150,9 +155,13 @@ func ParseCommunity(s string) (Community, error) {
 }
 
 func parsePeers(items []v1beta1.BGPPeer, est map[string]bool, cfg *Config, ps *problems) {
+	// One GoBGP server per node keys its sessions by neighbour address
+	// (or interface), whatever the VRF: two peers at one address cannot
+	// both run, even in different VRFs.
 	type endpoint struct {
-		addr netip.Addr
-		port uint16
+		addr  netip.Addr
+		iface string
+		port  uint16
 	}
 	seen := map[endpoint]string{}
 	for _, obj := range byAge(items, KindBGPPeer, est, func(p *v1beta1.BGPPeer) *metav1.ObjectMeta { return &p.ObjectMeta }) {
@@ -166,6 +175,7 @@ func parsePeers(items []v1beta1.BGPPeer, est map[string]bool, cfg *Config, ps *p
 			Name: name, MyASN: uint32(s.MyASN), PeerASN: uint32(s.PeerASN), Port: uint16(deref(s.PeerPort, 179)),
 			HoldTime: 90 * time.Second, ConnectTime: 10 * time.Second,
 			EBGPMultiHop: s.EBGPMultiHop, PasswordSecret: s.PasswordSecret, GracefulRestart: s.GracefulRestart,
+			Interface: s.Interface, VRF: s.VRF,
 		}
 		if s.MyASN < 1 || s.MyASN > math.MaxUint32 {
 			bad("spec.myASN", "%d is outside 1..4294967295", s.MyASN)
@@ -177,10 +187,30 @@ func parsePeers(items []v1beta1.BGPPeer, est map[string]bool, cfg *Config, ps *p
 			bad("spec.peerPort", "%d is outside 1..65535", pp)
 		}
 		var err error
-		if p.Address, err = netip.ParseAddr(string(s.PeerAddress)); err != nil {
-			bad("spec.peerAddress", "%q is not an IP address", s.PeerAddress)
+		switch {
+		case s.PeerAddress != "" && s.Interface != "":
+			bad("spec.interface", "set exactly one of peerAddress (%s) and interface (%s)", s.PeerAddress, s.Interface)
+		case s.Interface != "":
+			if !validLinkName(s.Interface) {
+				bad("spec.interface", "%q is not an interface name (1 to 15 characters, no space, '/', ':' or '%%')", s.Interface)
+			}
+			if s.SourceAddress != "" {
+				bad("spec.sourceAddress", "cannot be set with interface %q: an unnumbered session starts from the interface's IPv6 link-local address", s.Interface)
+			}
+			if s.EBGPMultiHop {
+				bad("spec.ebgpMultiHop", "cannot be set with interface %q: an unnumbered router is on the link itself", s.Interface)
+			}
+		case s.PeerAddress == "":
+			bad("spec.peerAddress", "set exactly one of peerAddress (a numbered session) and interface (BGP unnumbered)")
+		default:
+			if p.Address, err = netip.ParseAddr(string(s.PeerAddress)); err != nil {
+				bad("spec.peerAddress", "%q is not an IP address", s.PeerAddress)
+			}
 		}
-		if s.SourceAddress != "" {
+		if s.VRF != "" && !validLinkName(s.VRF) {
+			bad("spec.vrf", "%q is not a VRF device name (1 to 15 characters, no space, '/', ':' or '%%')", s.VRF)
+		}
+		if s.SourceAddress != "" && s.Interface == "" {
 			if p.SourceAddress, err = netip.ParseAddr(string(s.SourceAddress)); err != nil {
 				bad("spec.sourceAddress", "%q is not an IP address", s.SourceAddress)
 			} else if p.Address.IsValid() && p.SourceAddress.Is4() != p.Address.Is4() {
@@ -222,15 +252,26 @@ func parsePeers(items []v1beta1.BGPPeer, est map[string]bool, cfg *Config, ps *p
 		p.NodeSelectors, selOK = selectors(KindBGPPeer, name, "spec.nodeSelectors", s.NodeSelectors, ps)
 		ok = ok && selOK
 		if ok {
-			key := endpoint{p.Address, p.Port}
+			key := endpoint{p.Address, p.Interface, p.Port}
 			if prev, dup := seen[key]; dup {
-				ps.add(true, KindBGPPeer, name, "spec.peerAddress", v1beta1.ReasonConflict, "BGPPeer %q already peers with %s port %d", prev, p.Address, p.Port)
+				if p.Interface != "" {
+					ps.add(true, KindBGPPeer, name, "spec.interface", v1beta1.ReasonConflict, "BGPPeer %q already peers over interface %s", prev, p.Interface)
+				} else {
+					ps.add(true, KindBGPPeer, name, "spec.peerAddress", v1beta1.ReasonConflict, "BGPPeer %q already peers with %s port %d", prev, p.Address, p.Port)
+				}
 				continue
 			}
 			seen[key] = name
 			cfg.BGPPeers[name] = p
 		}
 	}
+}
+
+// validLinkName tells whether s can name a Linux network device: 1 to 15
+// bytes (IFNAMSIZ less the NUL), not "." or "..", no white space, '/'
+// or ':', and no '%' (it would end an IPv6 zone).
+func validLinkName(s string) bool {
+	return len(s) > 0 && len(s) < 16 && s != "." && s != ".." && !strings.ContainsAny(s, " \t\n\r\f\v/:%")
 }
 
 func parseBGPAdvs(items []v1beta1.BGPAdvertisement, est map[string]bool, cfg *Config, poolLabels map[string]labels.Set, aliases map[string]Community, ps *problems) {

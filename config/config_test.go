@@ -120,6 +120,44 @@ func TestParseProblems(t *testing.T) {
 			kind: KindBGPPeer, obj: "b", field: "spec.peerAddress", reason: v1beta1.ReasonConflict, fatal: true, msgContains: `"a"`,
 		},
 		{
+			name: "peer with both address and interface",
+			objs: Objects{BGPPeers: []v1beta1.BGPPeer{{ObjectMeta: metav1.ObjectMeta{Name: "r"}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, PeerAddress: "203.0.113.1", Interface: "eth1"}}}},
+			kind: KindBGPPeer, obj: "r", field: "spec.interface", reason: v1beta1.ReasonInvalid, fatal: true, msgContains: "exactly one of peerAddress (203.0.113.1) and interface (eth1)",
+		},
+		{
+			name: "peer with neither address nor interface",
+			objs: Objects{BGPPeers: []v1beta1.BGPPeer{{ObjectMeta: metav1.ObjectMeta{Name: "r"}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513}}}},
+			kind: KindBGPPeer, obj: "r", field: "spec.peerAddress", reason: v1beta1.ReasonInvalid, fatal: true, msgContains: "exactly one",
+		},
+		{
+			name: "unnumbered peer with a source address",
+			objs: Objects{BGPPeers: []v1beta1.BGPPeer{{ObjectMeta: metav1.ObjectMeta{Name: "r"}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, Interface: "eth1", SourceAddress: "2001:db8::1"}}}},
+			kind: KindBGPPeer, obj: "r", field: "spec.sourceAddress", reason: v1beta1.ReasonInvalid, fatal: true, msgContains: "link-local",
+		},
+		{
+			name: "unnumbered peer with multihop",
+			objs: Objects{BGPPeers: []v1beta1.BGPPeer{{ObjectMeta: metav1.ObjectMeta{Name: "r"}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, Interface: "eth1", EBGPMultiHop: true}}}},
+			kind: KindBGPPeer, obj: "r", field: "spec.ebgpMultiHop", reason: v1beta1.ReasonInvalid, fatal: true,
+		},
+		{
+			name: "peer interface name too long",
+			objs: Objects{BGPPeers: []v1beta1.BGPPeer{{ObjectMeta: metav1.ObjectMeta{Name: "r"}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, Interface: "a-very-long-ifname"}}}},
+			kind: KindBGPPeer, obj: "r", field: "spec.interface", reason: v1beta1.ReasonInvalid, fatal: true, msgContains: "a-very-long-ifname",
+		},
+		{
+			name: "peer VRF with a slash",
+			objs: Objects{BGPPeers: []v1beta1.BGPPeer{{ObjectMeta: metav1.ObjectMeta{Name: "r"}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, PeerAddress: "203.0.113.1", VRF: "red/blue"}}}},
+			kind: KindBGPPeer, obj: "r", field: "spec.vrf", reason: v1beta1.ReasonInvalid, fatal: true, msgContains: "red/blue",
+		},
+		{
+			name: "two unnumbered peers on one interface",
+			objs: Objects{BGPPeers: []v1beta1.BGPPeer{
+				{ObjectMeta: metav1.ObjectMeta{Name: "a", CreationTimestamp: metav1.NewTime(time.Unix(1, 0))}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, Interface: "eth1"}},
+				{ObjectMeta: metav1.ObjectMeta{Name: "b", CreationTimestamp: metav1.NewTime(time.Unix(2, 0))}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64514, Interface: "eth1", VRF: "blue"}},
+			}},
+			kind: KindBGPPeer, obj: "b", field: "spec.interface", reason: v1beta1.ReasonConflict, fatal: true, msgContains: `"a"`,
+		},
+		{
 			name: "bad community",
 			objs: Objects{BGPAdvertisements: []v1beta1.BGPAdvertisement{{ObjectMeta: metav1.ObjectMeta{Name: "adv"}, Spec: v1beta1.BGPAdvertisementSpec{Communities: []v1beta1.CommunityValue{"65536:1"}}}}},
 			kind: KindBGPAdv, obj: "adv", field: "spec.communities[0]", reason: v1beta1.ReasonInvalid, fatal: true,
@@ -272,5 +310,24 @@ func TestEstablishedWinsTies(t *testing.T) {
 	cfg, ps := Parse(objs)
 	if _, ok := cfg.Pools["b-first"]; !ok || len(ps) != 1 || ps[0].Name != "a-later" {
 		t.Fatalf("pools %v problems %v", cfg.PoolNames(), ps)
+	}
+}
+
+// TestParseUnnumberedAndVRF: an unnumbered peer has no address, and the
+// same router address may be a numbered peer in a VRF beside it.
+func TestParseUnnumberedAndVRF(t *testing.T) {
+	cfg, ps := Parse(Objects{BGPPeers: []v1beta1.BGPPeer{
+		{ObjectMeta: metav1.ObjectMeta{Name: "tor"}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64513, Interface: "eth1", VRF: "blue"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "edge"}, Spec: v1beta1.BGPPeerSpec{MyASN: 64512, PeerASN: 64514, PeerAddress: "203.0.113.1", VRF: "red"}},
+	}})
+	if len(ps) != 0 {
+		t.Fatalf("problems: %v", ps)
+	}
+	tor, edge := cfg.BGPPeers["tor"], cfg.BGPPeers["edge"]
+	if tor == nil || tor.Interface != "eth1" || tor.VRF != "blue" || tor.Address.IsValid() {
+		t.Errorf("tor: %+v", tor)
+	}
+	if edge == nil || edge.Interface != "" || edge.VRF != "red" || edge.Address.String() != "203.0.113.1" {
+		t.Errorf("edge: %+v", edge)
 	}
 }

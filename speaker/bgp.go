@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ironlb/ironlb/bgp"
@@ -129,7 +131,18 @@ func (r *Reconciler) syncNodeStatus(ctx context.Context, last *v1beta1.BGPNodeSt
 	r.mu.Lock()
 	act := r.lastBGP
 	r.mu.Unlock()
-	st := core.NodeStatus(act, r.BGP.Status())
+	st := core.NodeStatus(r.Self, act, r.BGP.Status())
+	// Conditions keep their transition time while their status holds.
+	conds := slices.Clone(last.Conditions)
+	for _, c := range st.Conditions {
+		meta.SetStatusCondition(&conds, c)
+	}
+	for _, c := range last.Conditions {
+		if meta.FindStatusCondition(st.Conditions, c.Type) == nil {
+			meta.RemoveStatusCondition(&conds, c.Type)
+		}
+	}
+	st.Conditions = conds
 	if equality.Semantic.DeepEqual(&st, last) {
 		return nil
 	}

@@ -12,6 +12,8 @@ type IPAddress string
 // +kubebuilder:resource:scope=Cluster,shortName=bgppeer,categories=ironlb
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.peerAddress`
+// +kubebuilder:printcolumn:name="Interface",type=string,JSONPath=`.spec.interface`
+// +kubebuilder:printcolumn:name="VRF",type=string,JSONPath=`.spec.vrf`
 // +kubebuilder:printcolumn:name="ASN",type=integer,JSONPath=`.spec.peerASN`
 // +kubebuilder:printcolumn:name="My-ASN",type=integer,JSONPath=`.spec.myASN`
 // +kubebuilder:printcolumn:name="BFD",type=string,JSONPath=`.spec.bfdProfile`
@@ -28,7 +30,10 @@ type BGPPeer struct {
 
 // BGPPeerSpec describes one BGP session (per matching node).
 // +kubebuilder:validation:XValidation:rule="!has(self.keepaliveTime) || !has(self.holdTime) || duration(self.holdTime) == duration('0s') || duration(self.keepaliveTime) < duration(self.holdTime)",message="keepaliveTime must be shorter than holdTime"
-// +kubebuilder:validation:XValidation:rule="!has(self.sourceAddress) || ip(self.sourceAddress).family() == ip(self.peerAddress).family()",message="sourceAddress and peerAddress must be of the same IP family"
+// +kubebuilder:validation:XValidation:rule="has(self.peerAddress) != has(self.interface)",message="set exactly one of peerAddress (a numbered session) and interface (BGP unnumbered)"
+// +kubebuilder:validation:XValidation:rule="!has(self.sourceAddress) || !has(self.peerAddress) || ip(self.sourceAddress).family() == ip(self.peerAddress).family()",message="sourceAddress and peerAddress must be of the same IP family"
+// +kubebuilder:validation:XValidation:rule="!has(self.interface) || !has(self.sourceAddress)",message="sourceAddress cannot be set with interface: an unnumbered session starts from the interface's IPv6 link-local address"
+// +kubebuilder:validation:XValidation:rule="!has(self.interface) || !has(self.ebgpMultiHop) || !self.ebgpMultiHop",message="ebgpMultiHop cannot be set with interface: an unnumbered router is on the link itself"
 type BGPPeerSpec struct {
 	// MyASN is the speaker's AS number.
 	// +kubebuilder:validation:Minimum=1
@@ -37,8 +42,33 @@ type BGPPeerSpec struct {
 	// PeerASN is the router's AS number; equal to myASN means iBGP.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=4294967295
-	PeerASN     int64     `json:"peerASN"`
-	PeerAddress IPAddress `json:"peerAddress"`
+	PeerASN int64 `json:"peerASN"`
+	// PeerAddress is the router's address. Set it or interface.
+	// +optional
+	PeerAddress IPAddress `json:"peerAddress,omitempty"`
+	// Interface makes the session BGP unnumbered: it names the node's
+	// interface that leads straight to the router (a point-to-point link
+	// with one router on it), and the session runs between the two ends'
+	// IPv6 link-local addresses, learnt from the link (the router's
+	// router advertisements or neighbour discovery). IPv4 and IPv6
+	// routes are both sent with the node's IPv6 next hop (RFC 8950
+	// extended next hop), so the link needs no address of its own. The
+	// name is the same on every node the peer selects. Set it or
+	// peerAddress.
+	// +optional
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:Pattern=`^[^\s/:%]+$`
+	Interface string `json:"interface,omitempty"`
+	// VRF is the node's VRF device (`ip link add NAME type vrf table N`)
+	// through which the router is reached: the session's socket (and its
+	// BFD session) is bound to the VRF, so the VRF's routing table picks
+	// the path and the source address. Empty means the default VRF. A
+	// node without this VRF reports it in its BGPNodeStatus and leaves
+	// the peer out.
+	// +optional
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:Pattern=`^[^\s/:%]+$`
+	VRF string `json:"vrf,omitempty"`
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	// +kubebuilder:default=179

@@ -41,7 +41,30 @@ type BGPNodeStatusStatus struct {
 	// +listType=map
 	// +listMapKey=name
 	Peers []BGPSessionStatus `json:"peers,omitempty"`
+	// Conditions: PeersConfigured is False while a BGPPeer selecting this
+	// node cannot run here (its VRF or interface is missing on the node,
+	// its password Secret is unreadable, ...), with the reason of the
+	// first such peer and a message naming the node and every peer left
+	// out.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// ConditionPeersConfigured is the BGPNodeStatus condition saying every
+// BGPPeer that selects the node runs there.
+const ConditionPeersConfigured = "PeersConfigured"
+
+// Reasons of a False PeersConfigured condition (and of a session's
+// Reason).
+const (
+	ReasonVRFNotFound         = "VRFNotFound"
+	ReasonInterfaceNotFound   = "InterfaceNotFound"
+	ReasonNoLinkLocalNeighbor = "NoLinkLocalNeighbor"
+	ReasonPeerConfigError     = "PeerConfigError"
+	ReasonAllPeersConfigured  = "AllPeersConfigured"
+)
 
 // BGPSessionStatus is one session from this node.
 type BGPSessionStatus struct {
@@ -68,6 +91,10 @@ type BGPSessionStatus struct {
 	// Secret, say).
 	// +optional
 	Error string `json:"error,omitempty"`
+	// Reason is Error's cause in one CamelCase word (VRFNotFound,
+	// InterfaceNotFound, NoLinkLocalNeighbor, PeerConfigError).
+	// +optional
+	Reason string `json:"reason,omitempty"`
 }
 
 // BGPNodeStatusList is a list of BGPNodeStatus.

@@ -125,7 +125,7 @@ func password(in Inputs, p *config.BGPPeer) (string, error) {
 
 // NodeStatus is this node's BGP state as its BGPNodeStatus shows it: the
 // last pass's part and the sessions as they are now.
-func NodeStatus(act *BGPAction, sessions []bgp.PeerStatus) v1beta1.BGPNodeStatusStatus {
+func NodeStatus(self string, act *BGPAction, sessions []bgp.PeerStatus) v1beta1.BGPNodeStatusStatus {
 	var st v1beta1.BGPNodeStatusStatus
 	if act != nil {
 		st.PeerCount, st.Prefixes = int32(act.Selected), int32(act.Announced)
@@ -140,8 +140,11 @@ func NodeStatus(act *BGPAction, sessions []bgp.PeerStatus) v1beta1.BGPNodeStatus
 		}
 	}
 	for _, p := range sessions {
-		s := v1beta1.BGPSessionStatus{Name: p.Name, Address: p.Address.String(), State: p.State,
-			PrefixesSent: int64(p.PrefixesSent), BFD: p.BFDState}
+		s := v1beta1.BGPSessionStatus{Name: p.Name, State: p.State,
+			PrefixesSent: int64(p.PrefixesSent), BFD: p.BFDState, Error: p.Error, Reason: p.Reason}
+		if p.Address.IsValid() {
+			s.Address = p.Address.String()
+		}
 		if !p.Since.IsZero() {
 			s.Since = &metav1.Time{Time: p.Since}
 		}
@@ -151,5 +154,33 @@ func NodeStatus(act *BGPAction, sessions []bgp.PeerStatus) v1beta1.BGPNodeStatus
 		st.Peers = append(st.Peers, s)
 	}
 	slices.SortFunc(st.Peers, func(a, b v1beta1.BGPSessionStatus) int { return strings.Compare(a.Name, b.Name) })
+	if act != nil && (act.Selected > 0 || len(st.Peers) > 0) {
+		st.Conditions = []metav1.Condition{peersConfigured(self, st.Peers)}
+	}
 	return st
+}
+
+// peersConfigured is the node's PeersConfigured condition (without a
+// transition time, which the writer keeps from the last one): False with
+// the first failing peer's reason and every failing peer in the message.
+func peersConfigured(node string, peers []v1beta1.BGPSessionStatus) metav1.Condition {
+	c := metav1.Condition{Type: v1beta1.ConditionPeersConfigured, Status: metav1.ConditionTrue,
+		Reason: v1beta1.ReasonAllPeersConfigured, Message: fmt.Sprintf("node %s runs every BGPPeer that selects it", node)}
+	var bad []string
+	for _, p := range peers {
+		if p.Error == "" {
+			continue
+		}
+		if len(bad) == 0 {
+			c.Status, c.Reason = metav1.ConditionFalse, p.Reason
+			if c.Reason == "" {
+				c.Reason = v1beta1.ReasonPeerConfigError
+			}
+		}
+		bad = append(bad, p.Error)
+	}
+	if len(bad) > 0 {
+		c.Message = fmt.Sprintf("node %s leaves out: %s", node, strings.Join(bad, "; "))
+	}
+	return c
 }

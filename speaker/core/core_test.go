@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ironlb/ironlb/bgp"
@@ -500,7 +501,7 @@ func TestStepBGP(t *testing.T) {
 func TestNodeStatus(t *testing.T) {
 	act := &BGPAction{Selected: 2, Announced: 5, Problems: map[string]string{"r2": "passwordSecret x/y: not found", "": "bad aggregation"}}
 	since := time.Unix(1000, 0)
-	st := NodeStatus(act, []bgp.PeerStatus{{Name: "r1", Address: ip("10.0.0.254"), State: "established", Since: since}})
+	st := NodeStatus("n1", act, []bgp.PeerStatus{{Name: "r1", Address: ip("10.0.0.254"), State: "established", Since: since}})
 	var names []string
 	for _, p := range st.Peers {
 		names = append(names, p.Name+"="+p.State)
@@ -508,13 +509,58 @@ func TestNodeStatus(t *testing.T) {
 	if got := strings.Join(names, ","); got != "(node)=error,r1=established,r2=error" || st.PeerCount != 2 || st.Prefixes != 5 || st.Established != 1 {
 		t.Errorf("status %+v (peers %s)", st, got)
 	}
-	st = NodeStatus(&BGPAction{Err: errNode}, nil)
+	st = NodeStatus("n1", &BGPAction{Err: errNode}, nil)
 	if len(st.Peers) != 1 || st.Peers[0].Error != errNode.Error() {
 		t.Errorf("a node-wide error: %+v", st)
 	}
-	if st := NodeStatus(nil, nil); st.PeerCount != 0 || len(st.Peers) != 0 {
+	if st := NodeStatus("n1", nil, nil); st.PeerCount != 0 || len(st.Peers) != 0 {
 		t.Errorf("no BGP: %+v", st)
 	}
 }
 
 var errNode = func() error { _, err := selfNode(nil, "n1"); return err }()
+
+// TestPeersConfiguredCondition: True while every selected peer runs,
+// False with the first left-out peer's reason and a message naming the
+// node and each such peer.
+func TestPeersConfiguredCondition(t *testing.T) {
+	vrfErr := `peer "blue": VRF "blue" does not exist on this node`
+	tests := []struct {
+		name        string
+		act         *BGPAction
+		sessions    []bgp.PeerStatus
+		status      metav1.ConditionStatus
+		reason      string
+		msgHas      []string
+		noCondition bool
+	}{
+		{name: "all running", act: &BGPAction{Selected: 1}, sessions: []bgp.PeerStatus{{Name: "r1", State: "established"}},
+			status: metav1.ConditionTrue, reason: v1beta1.ReasonAllPeersConfigured, msgHas: []string{"node n1"}},
+		{name: "missing VRF first", act: &BGPAction{Selected: 2, Problems: map[string]string{"r2": "passwordSecret x/y: not found"}},
+			sessions: []bgp.PeerStatus{{Name: "blue", State: "idle", Error: vrfErr, Reason: v1beta1.ReasonVRFNotFound}},
+			status:   metav1.ConditionFalse, reason: v1beta1.ReasonVRFNotFound, msgHas: []string{"node n1 leaves out", vrfErr, "passwordSecret x/y"}},
+		{name: "core problem only", act: &BGPAction{Selected: 1, Problems: map[string]string{"r2": "passwordSecret x/y: not found"}},
+			status: metav1.ConditionFalse, reason: v1beta1.ReasonPeerConfigError, msgHas: []string{"passwordSecret x/y"}},
+		{name: "no peer selects the node", act: &BGPAction{}, noCondition: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := NodeStatus("n1", tc.act, tc.sessions)
+			c := meta.FindStatusCondition(st.Conditions, v1beta1.ConditionPeersConfigured)
+			if tc.noCondition {
+				if c != nil {
+					t.Fatalf("condition %+v, want none", c)
+				}
+				return
+			}
+			if c == nil || c.Status != tc.status || c.Reason != tc.reason {
+				t.Fatalf("condition %+v, want %s %s", c, tc.status, tc.reason)
+			}
+			for _, m := range tc.msgHas {
+				if !strings.Contains(c.Message, m) {
+					t.Errorf("message %q lacks %q", c.Message, m)
+				}
+			}
+		})
+	}
+}

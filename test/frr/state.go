@@ -31,11 +31,29 @@ func (n Neighbor) Established() bool { return n.State == "Established" }
 
 // Neighbors returns every configured BGP neighbor by address.
 func (r *Router) Neighbors() (map[netip.Addr]Neighbor, error) {
+	all, err := r.NeighborsByName()
+	if err != nil {
+		return nil, err
+	}
+	out := map[netip.Addr]Neighbor{}
+	for k, n := range all {
+		if a, err := netip.ParseAddr(k); err == nil {
+			out[a] = n
+		}
+	}
+	return out, nil
+}
+
+// NeighborsByName returns every configured BGP neighbor as bgpd names
+// it: by address, or by interface for an unnumbered one (whose Address is
+// then the peer's link-local address once known).
+func (r *Router) NeighborsByName() (map[string]Neighbor, error) {
 	var raw map[string]struct {
 		BGPState      string `json:"bgpState"`
 		UpEpoch       int64  `json:"bgpTimerUpEstablishedEpoch"`
 		LastResetDue  string `json:"lastResetDueTo"`
 		Connections   int    `json:"connectionsEstablished"`
+		ForeignHost   string `json:"hostForeign"`
 		AddressFamily map[string]struct {
 			AcceptedPrefixCounter int `json:"acceptedPrefixCounter"`
 		} `json:"addressFamilyInfo"`
@@ -46,11 +64,11 @@ func (r *Router) Neighbors() (map[netip.Addr]Neighbor, error) {
 	if err := r.VtyshJSON("show bgp neighbors json", &raw); err != nil {
 		return nil, err
 	}
-	out := map[netip.Addr]Neighbor{}
+	out := map[string]Neighbor{}
 	for k, v := range raw {
 		a, err := netip.ParseAddr(k)
 		if err != nil {
-			continue
+			a, _ = netip.ParseAddr(v.ForeignHost)
 		}
 		n := Neighbor{Address: a, State: v.BGPState, LastResetReason: v.LastResetDue, Connections: v.Connections}
 		if n.Established() && v.UpEpoch > 0 {
@@ -62,7 +80,7 @@ func (r *Router) Neighbors() (map[netip.Addr]Neighbor, error) {
 		if v.PeerBfdInfo != nil {
 			n.BFDStatus = v.PeerBfdInfo.Status
 		}
-		out[a] = n
+		out[k] = n
 	}
 	return out, nil
 }

@@ -237,6 +237,33 @@ func (l *Lab) AddLink(host, name string) (net.HardwareAddr, error) {
 	return ifi.HardwareAddr, nil
 }
 
+// AddP2P links hosts a and b directly, the way a node is cabled to its
+// top-of-rack router: a veth named aLink in a and bLink in b, up, with
+// only the IPv6 link-local addresses the kernel gives them (no DAD, so
+// they are usable at once).
+func (l *Lab) AddP2P(a, aLink, b, bLink string) error {
+	ha, ok := l.Hosts[a]
+	if !ok {
+		return fmt.Errorf("no host %q", a)
+	}
+	hb, ok := l.Hosts[b]
+	if !ok {
+		return fmt.Errorf("no host %q", b)
+	}
+	steps := [][]string{{"ip", "-n", ha.Name, "link", "add", aLink, "type", "veth", "peer", "name", bLink, "netns", hb.Name}}
+	for _, e := range []struct{ ns, link string }{{ha.Name, aLink}, {hb.Name, bLink}} {
+		steps = append(steps,
+			[]string{"ip", "netns", "exec", e.ns, "sysctl", "-qw", "net.ipv6.conf." + e.link + ".accept_dad=0"},
+			[]string{"ip", "-n", e.ns, "link", "set", e.link, "up"})
+	}
+	for _, s := range steps {
+		if _, err := Run(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // AddBehind makes a host that is not on the LAN but behind host via (a
 // router): a point-to-point link in subnet v4, via getting the first
 // address and forwarding, the new host the second address and a default

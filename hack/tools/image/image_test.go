@@ -29,18 +29,14 @@ var builtLayout = flag.String("layout", "../../../bin/image/oci", "the OCI layou
 
 const repo = "../../.."
 
-// fakeBinaries writes a small file per cmd/ binary of the repository into
+// fakeBinaries writes a small file per binary the Dockerfile builds into
 // dir, with the given mode and modification time.
 func fakeBinaries(t *testing.T, dir string, mode os.FileMode, mtime time.Time) map[string]string {
 	t.Helper()
-	cmds, err := os.ReadDir(filepath.Join(repo, "cmd"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]string{}
-	for _, c := range cmds {
-		p := filepath.Join(dir, c.Name())
-		if err := os.WriteFile(p, []byte("binary "+c.Name()), mode); err != nil {
+	for _, c := range parseDockerfile(t).binaries() {
+		p := filepath.Join(dir, c)
+		if err := os.WriteFile(p, []byte("binary "+c), mode); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Chmod(p, mode); err != nil {
@@ -49,7 +45,7 @@ func fakeBinaries(t *testing.T, dir string, mode os.FileMode, mtime time.Time) m
 		if err := os.Chtimes(p, mtime, mtime); err != nil {
 			t.Fatal(err)
 		}
-		out["/"+c.Name()] = p
+		out["/"+c] = p
 	}
 	return out
 }
@@ -124,6 +120,19 @@ type dockerfile struct {
 	entrypoint []string
 	copyTo     string // where the build stage's binaries go
 	build      string // the build stage's go build line
+}
+
+// binaries names what the build stage's go build line builds: the image
+// carries these cmd/ packages, not every one (kubectl-ironlb runs on the
+// admin's machine, not in the cluster).
+func (d dockerfile) binaries() []string {
+	var out []string
+	for _, f := range strings.Fields(d.build) {
+		if c, ok := strings.CutPrefix(f, "./cmd/"); ok {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func parseDockerfile(t *testing.T) dockerfile {
@@ -209,13 +218,9 @@ func checkAgainstDockerfile(t *testing.T, d dockerfile, img v1.Image) map[string
 		t.Errorf("image entrypoint %q, Dockerfile ENTRYPOINT %q", cf.Config.Entrypoint, d.entrypoint)
 	}
 	fs := files(t, img)
-	cmds, err := os.ReadDir(filepath.Join(repo, "cmd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cmds {
-		if _, ok := fs[filepath.Join(d.copyTo, c.Name())]; !ok {
-			t.Errorf("the Dockerfile copies cmd/%s to %s; the image has no such file", c.Name(), filepath.Join(d.copyTo, c.Name()))
+	for _, c := range d.binaries() {
+		if _, ok := fs[filepath.Join(d.copyTo, c)]; !ok {
+			t.Errorf("the Dockerfile copies cmd/%s to %s; the image has no such file", c, filepath.Join(d.copyTo, c))
 		}
 	}
 	uid, _, _ := strings.Cut(d.user, ":")
@@ -240,6 +245,19 @@ func TestDockerfileAgrees(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAgainstDockerfile(t, d, img)
+	mk, err := os.ReadFile(filepath.Join(repo, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var makeLine dockerfile
+	for _, l := range strings.Split(string(mk), "\n") {
+		if strings.Contains(l, "-o bin/image/linux_") {
+			makeLine.build = l
+		}
+	}
+	if got, want := makeLine.binaries(), d.binaries(); len(want) == 0 || !slices.Equal(got, want) {
+		t.Errorf("`make image` builds cmd/%v, the Dockerfile cmd/%v", got, want)
+	}
 	for _, want := range []string{"CGO_ENABLED=0", "-tags grpcnotrace", "-trimpath", "-s -w -X main.version="} {
 		if !strings.Contains(d.build, want) {
 			t.Errorf("the Dockerfile's go build lacks %q, which `make image` uses: %s", want, d.build)
