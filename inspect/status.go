@@ -95,7 +95,7 @@ func (v *View) ServiceStatus(s *corev1.Service) ServiceStatus {
 		Allocated: condition(s, v1beta1.ServiceConditionIPAllocated),
 		Announced: condition(s, v1beta1.ServiceConditionAnnounced),
 	}
-	info, ok := v.info(v.Plans, s)
+	info, ok := v.info(s)
 	if !ok {
 		return st
 	}
@@ -116,13 +116,12 @@ func (v *View) ServiceStatus(s *corev1.Service) ServiceStatus {
 }
 
 // info finds the plan's input for s.
-func (v *View) info(p core.Plans, s *corev1.Service) (announce.ServiceInfo, bool) {
-	key := s.Namespace + "/" + s.Name
-	i := slices.IndexFunc(p.Infos, func(in announce.ServiceInfo) bool { return in.Key == key })
-	if i < 0 {
+func (v *View) info(s *corev1.Service) (announce.ServiceInfo, bool) {
+	i, ok := v.infos[s.Namespace+"/"+s.Name]
+	if !ok {
 		return announce.ServiceInfo{}, false
 	}
-	return p.Infos[i], true
+	return v.Plans.Infos[i], true
 }
 
 func (v *View) layer2(p core.Plans, info announce.ServiceInfo, ip netip.Addr) *ProtocolStatus {
@@ -132,7 +131,7 @@ func (v *View) layer2(p core.Plans, info announce.ServiceInfo, ip netip.Addr) *P
 	} else {
 		ps.NotAnnounced = p.L2.NotAnnounced[info.Key]
 	}
-	ps.Others = v.explain(p, announce.L2, ip, ps.Announcing)
+	ps.Others = v.explain(announce.L2, ip, ps.Announcing)
 	return ps
 }
 
@@ -143,7 +142,7 @@ func (v *View) bgp(p core.Plans, info announce.ServiceInfo, ip netip.Addr) *Prot
 	} else {
 		ps.NotAnnounced = p.BGP.NotAnnounced[info.Key]
 	}
-	ps.Others = v.explain(p, announce.BGP, ip, ps.Announcing)
+	ps.Others = v.explain(announce.BGP, ip, ps.Announcing)
 	for _, n := range ps.Announcing {
 		ns := NodeSessions{Node: n}
 		for _, st := range v.c.NodeStatuses {

@@ -49,6 +49,8 @@ type View struct {
 	Problems []config.Problem
 	Alive    map[string]bool
 	Plans    core.Plans
+	why      *announce.Explainer // over Plans
+	infos    map[string]int      // Plans.Infos by Service key
 	// Notes are caveats that apply to every report made from the view.
 	Notes []string
 }
@@ -71,6 +73,12 @@ func NewView(c *Cluster) *View {
 		}
 	}
 	v.Plans = v.plan(c.Nodes, c.EndpointSlices)
+	p := v.Plans
+	v.why = announce.NewExplainer(v.Config, p.Nodes, p.Infos, p.L2, p.BGP)
+	v.infos = make(map[string]int, len(p.Infos))
+	for i, in := range p.Infos {
+		v.infos[in.Key] = i
+	}
 	return v
 }
 
@@ -119,13 +127,13 @@ func (v *View) covered(proto announce.Protocol, info announce.ServiceInfo, k int
 }
 
 // explain gives every node but those announcing ip over proto its reason.
-func (v *View) explain(p core.Plans, proto announce.Protocol, ip netip.Addr, announcing []string) []NodeReason {
+func (v *View) explain(proto announce.Protocol, ip netip.Addr, announcing []string) []NodeReason {
 	var out []NodeReason
 	for _, n := range v.nodeNames() {
 		if slices.Contains(announcing, n) {
 			continue
 		}
-		out = append(out, NodeReason{Node: n, Reason: announce.Explain(v.Config, p.Nodes, p.Infos, p.L2, p.BGP, proto, ip, n)})
+		out = append(out, NodeReason{Node: n, Reason: v.why.Why(proto, ip, n)})
 	}
 	return out
 }

@@ -31,41 +31,67 @@ const (
 	WhyNotElected         = "NotElected"
 )
 
-// Explain says why node does not announce ip over proto, which the plans
-// decided. It is for people (kubectl-ironlb), not for the decision: PlanL2
-// and PlanBGP decide, and Explain only names the first rule, in the order
-// they apply, that keeps node out. It returns "" when node does announce
-// ip, and the plan's NotAnnounced reason when no advertisement of proto
-// covers it.
-func Explain(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo, l2 L2Plan, bgp BGPPlan, proto Protocol, ip netip.Addr, node string) string {
-	var users []ServiceInfo // the Services holding ip, with its pool each
-	var pools []string
+// Explainer says why a node does not announce an address, which the
+// plans decided. It is for people (kubectl-ironlb), not for the decision:
+// PlanL2 and PlanBGP decide, and Why only names the first rule, in the
+// order they apply, that keeps the node out. It indexes the plan's
+// Services by address and its nodes by name once, so explaining every
+// address on every node stays linear in a large cluster.
+type Explainer struct {
+	cfg   *config.Config
+	nodes map[string]NodeInfo
+	users map[netip.Addr][]user // the Services holding each address
+	l2    L2Plan
+	bgp   BGPPlan
+}
+
+// user is a Service holding an address, from pool.
+type user struct {
+	svc  ServiceInfo
+	pool string
+}
+
+// NewExplainer indexes the inputs and results of one plan.
+func NewExplainer(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo, l2 L2Plan, bgp BGPPlan) *Explainer {
+	e := &Explainer{cfg: cfg, nodes: make(map[string]NodeInfo, len(nodes)), users: map[netip.Addr][]user{}, l2: l2, bgp: bgp}
+	for _, n := range nodes {
+		if _, dup := e.nodes[n.Name]; !dup {
+			e.nodes[n.Name] = n
+		}
+	}
 	for _, s := range svcs {
-		if k := slices.Index(s.IPs, ip); k >= 0 {
-			users = append(users, s)
+		for k, ip := range s.IPs {
+			if slices.Index(s.IPs, ip) != k {
+				continue // the same address twice in one Service
+			}
 			pool := ""
 			if k < len(s.Pools) {
 				pool = s.Pools[k]
 			}
-			pools = append(pools, pool)
+			e.users[ip] = append(e.users[ip], user{s, pool})
 		}
 	}
+	return e
+}
+
+// Why says why node does not announce ip over proto: "" when it does,
+// and the plan's NotAnnounced reason when no advertisement of proto
+// covers ip.
+func (e *Explainer) Why(proto Protocol, ip netip.Addr, node string) string {
 	switch proto {
 	case L2:
-		if a, ok := l2.Addresses[ip]; ok && a.Node == node {
+		if a, ok := e.l2.Addresses[ip]; ok && a.Node == node {
 			return ""
 		}
 	case BGP:
-		if a, ok := bgp.Addresses[ip]; ok && slices.Contains(a.Nodes, node) {
+		if a, ok := e.bgp.Addresses[ip]; ok && slices.Contains(a.Nodes, node) {
 			return ""
 		}
 	}
-	i := slices.IndexFunc(nodes, func(n NodeInfo) bool { return n.Name == node })
-	if i < 0 {
-		return WhyNodeNotReady // not a Node at all
-	}
-	n := nodes[i]
+	n, ok := e.nodes[node]
 	switch {
+	case !ok:
+		return WhyNodeNotReady // not a Node at all
 	case !n.Ready:
 		return WhyNodeNotReady
 	case !n.SpeakerAlive:
@@ -75,8 +101,8 @@ func Explain(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo, l2 L2Plan
 	case n.NetworkUnavailable:
 		return WhyNetworkUnavailable
 	}
-	for k, s := range users {
-		advs := coveringNodeSelectors(cfg, proto, s, pools[k])
+	for k, u := range e.users[ip] {
+		advs := coveringNodeSelectors(e.cfg, proto, u.svc, u.pool)
 		if advs == nil {
 			return ReasonNoAdvertisement
 		}
@@ -86,7 +112,7 @@ func Explain(cfg *config.Config, nodes []NodeInfo, svcs []ServiceInfo, l2 L2Plan
 			}
 			return WhySharedElsewhere
 		}
-		if s.Local && !s.EndpointNodes[node] {
+		if u.svc.Local && !u.svc.EndpointNodes[node] {
 			if k == 0 {
 				return WhyNoLocalEndpoint
 			}

@@ -62,7 +62,7 @@ func TestExplain(t *testing.T) {
 		{BGP, localIP, "y4", WhyCordoned},
 		{BGP, localIP, "x1", WhyNotSelected},
 	} {
-		if got := Explain(cfg, nodes, svcs, l2, bgp, tc.proto, tc.ip, tc.node); got != tc.want {
+		if got := NewExplainer(cfg, nodes, svcs, l2, bgp).Why(tc.proto, tc.ip, tc.node); got != tc.want {
 			t.Errorf("%s %s on %s: %q, want %q", tc.proto, tc.ip, tc.node, got, tc.want)
 		}
 	}
@@ -87,7 +87,7 @@ func TestExplain(t *testing.T) {
 			{shared, "y5", WhySharedElsewhere},
 			{localIP, "y5", WhyNoLocalEndpoint},
 		} {
-			if got := Explain(cfg, nodes, svcs, l2, bgp, BGP, tc.ip, tc.node); got != tc.want {
+			if got := NewExplainer(cfg, nodes, svcs, l2, bgp).Why(BGP, tc.ip, tc.node); got != tc.want {
 				t.Errorf("%s on %s: %q, want %q", tc.ip, tc.node, got, tc.want)
 			}
 		}
