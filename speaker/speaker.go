@@ -391,10 +391,22 @@ func (r *Reconciler) knownPeerMAC(mac net.HardwareAddr) bool {
 	return false
 }
 
-// WaitingFor tells whether the last pass could not announce on iface, so
-// a link event for it deserves a new pass.
+// WaitingFor tells whether the last pass could not announce on iface, or
+// has a BGP peer bound to it, so a link event for it deserves a new pass.
 func (r *Reconciler) WaitingFor(iface string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.missing[iface]
+	if r.missing[iface] {
+		return true
+	}
+	// A BGP session bound to the link (an unnumbered one, or one in a
+	// VRF) may be waiting for it to appear.
+	if r.lastBGP != nil {
+		for _, p := range r.lastBGP.Desired.Peers {
+			if p.Interface == iface || p.VRF == iface {
+				return true
+			}
+		}
+	}
+	return false
 }
