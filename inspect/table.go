@@ -29,14 +29,19 @@ func announcers(p *ProtocolStatus) string {
 	return "none (" + p.NotAnnounced + ")"
 }
 
+// cell is a condition in a table: "True (Reason)", or "-" without one.
+func (c *Condition) cell() string {
+	if c == nil {
+		return "-"
+	}
+	return c.Status + " (" + c.Reason + ")"
+}
+
 func writeStatusTable(w io.Writer, l []ServiceStatus) {
 	t := tab(w)
 	fmt.Fprintln(t, "NAMESPACE\tNAME\tADDRESS\tPOOL\tLAYER2\tBGP\tANNOUNCED")
 	for _, s := range l {
-		announced := "-"
-		if s.Announced != nil {
-			announced = s.Announced.Status + " (" + s.Announced.Reason + ")"
-		}
+		announced := s.Announced.cell()
 		if len(s.Addresses) == 0 {
 			reason := "pending"
 			if s.Allocated != nil {
@@ -130,10 +135,7 @@ func writePools(w io.Writer, l []PoolStatus) {
 	t := tab(w)
 	fmt.Fprintln(t, "NAME\tFAMILY\tTOTAL\tASSIGNED\tAVAILABLE\tREADY")
 	for _, p := range l {
-		ready := "-"
-		if p.Ready != nil {
-			ready = p.Ready.Status + " (" + p.Ready.Reason + ")"
-		}
+		ready := p.Ready.cell()
 		rows := 0
 		for _, f := range families(p) {
 			u := f.u
