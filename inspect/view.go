@@ -49,7 +49,7 @@ type View struct {
 	Problems []config.Problem
 	Alive    map[string]bool
 	Plans    core.Plans
-	why      *announce.Explainer // over Plans
+	why      *announce.Explainer // over Plans, made on first need
 	infos    map[string]int      // Plans.Infos by Service key
 	// Notes are caveats that apply to every report made from the view.
 	Notes []string
@@ -73,10 +73,8 @@ func NewView(c *Cluster) *View {
 		}
 	}
 	v.Plans = v.plan(c.Nodes, c.EndpointSlices)
-	p := v.Plans
-	v.why = announce.NewExplainer(v.Config, p.Nodes, p.Infos, p.L2, p.BGP)
-	v.infos = make(map[string]int, len(p.Infos))
-	for i, in := range p.Infos {
+	v.infos = make(map[string]int, len(v.Plans.Infos))
+	for i, in := range v.Plans.Infos {
 		v.infos[in.Key] = i
 	}
 	return v
@@ -132,6 +130,10 @@ func (v *View) explain(proto announce.Protocol, ip netip.Addr, announcing []stri
 	for _, n := range v.nodeNames() {
 		if slices.Contains(announcing, n) {
 			continue
+		}
+		if v.why == nil {
+			p := v.Plans
+			v.why = announce.NewExplainer(v.Config, p.Nodes, p.Infos, p.L2, p.BGP)
 		}
 		out = append(out, NodeReason{Node: n, Reason: v.why.Why(proto, ip, n)})
 	}
