@@ -28,7 +28,7 @@ lab-down:
 	$(GO) run ./lab -down
 	rm -rf bin/lab
 
-.PHONY: peers bench-vs-metallb deps chaos bench-failover bench-bgp helm image lab lab-failover lab-down bench-lab bench-datapath image-push all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
+.PHONY: test-vm peers bench-vs-metallb deps chaos bench-failover bench-bgp helm image lab lab-failover lab-down bench-lab bench-datapath image-push all build generate lint vet test unit k8s-binaries bench bench-ipam bench-controller bench-scale fuzz clean
 
 all: build
 
@@ -85,11 +85,18 @@ test: deps k8s-binaries helm lint build image
 	$(GO) test -count=1 -timeout 20m -v -run '^TestLab$$' ./lab
 	$(GO) run ./lab -oneshot -processes
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/lab$$')
+	hack/vm-test.sh bgp '^TestVRF$$'
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 5000x ./ipam
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzARPPacket -fuzztime 100000x ./l2
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzNDP -fuzztime 100000x ./l2
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzDecode -fuzztime 100000x ./speaker/membership
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzParse -fuzztime 50000x ./config
+
+# test-vm: what this machine's kernel cannot run (it has no VRF devices
+# and loads no modules), in a Debian kernel under QEMU: BGP in a Linux VRF
+# against FRR. make test runs it too.
+test-vm:
+	hack/vm-test.sh bgp '^TestVRF$$'
 
 bench-ipam:
 	mkdir -p bin && $(GO) test -run '^$$' -bench . -benchmem -count 6 ./ipam ./speaker/announce | tee bin/bench-ipam.txt

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -47,6 +49,9 @@ func prepare(ctx context.Context, p PeerSpec) (PeerSpec, error) {
 			return p, &PeerError{p.Name, v1beta1.ReasonVRFNotFound, fmt.Errorf("%q is a %s device on this node, not a VRF", p.VRF, l.Type())}
 		}
 		vrf = l.Attrs().Index
+		if p.BFD != nil && !l3mdevAccept() {
+			return p, &PeerError{p.Name, v1beta1.ReasonBFDNeedsL3mdevAccept, fmt.Errorf("BFD in VRF %q needs sysctl net.ipv4.udp_l3mdev_accept=1 on this node: the speaker's BFD listens in the default VRF, and without it never hears the router's BFD packets (remove bfdProfile, or set the sysctl)", p.VRF)}
+		}
 	}
 	if p.Interface == "" {
 		return p, nil
@@ -75,6 +80,15 @@ func prepare(ctx context.Context, p PeerSpec) (PeerSpec, error) {
 	}
 	p.Address = a
 	return p, nil
+}
+
+// l3mdevAccept tells whether sockets of the default VRF receive what
+// arrives in other VRFs (net.ipv4.udp_l3mdev_accept, per network
+// namespace; it covers IPv6 too). GoBGP binds its BFD listener to one
+// device for the whole server, so a BFD session in a VRF depends on it.
+func l3mdevAccept() bool {
+	v, err := os.ReadFile("/proc/sys/net/ipv4/udp_l3mdev_accept")
+	return err == nil && strings.TrimSpace(string(v)) == "1"
 }
 
 // linkLocalNeighbor is the one IPv6 link-local neighbour of iface, the

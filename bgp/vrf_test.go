@@ -21,8 +21,9 @@ import (
 // then has no route to the router. A peer naming a VRF the node lacks, or
 // a device that is no VRF, is left out with VRFNotFound; the peer in the
 // default VRF never connects; the peer in the uplink's VRF establishes,
-// with BFD, and its route is installed via the node's address in that
-// VRF. The last part needs a kernel with VRF devices (CONFIG_NET_VRF) and
+// with BFD once the node lets default-VRF sockets hear the VRF
+// (udp_l3mdev_accept; refused with BFDNeedsL3mdevAccept before), and its
+// route is installed via the node's address in that VRF. The last part needs a kernel with VRF devices (CONFIG_NET_VRF) and
 // says so when it has none.
 func TestVRF(t *testing.T) {
 	l := newLab(t, 1, func(nodes []*netlab.Host) []neighbor {
@@ -58,7 +59,16 @@ func TestVRF(t *testing.T) {
 		t.Fatalf("a session from the default VRF came up (%v): the VRF does not isolate the test", err)
 	}
 
+	// GoBGP's BFD listens in the default VRF: without l3mdev_accept the
+	// peer is refused, saying which sysctl; with it BFD comes up.
 	p.VRF = "blue"
+	if err := sp.SetPeers(p); err == nil || !strings.Contains(err.Error(), "net.ipv4.udp_l3mdev_accept=1") {
+		t.Fatalf("BFD in a VRF without udp_l3mdev_accept: error %v", err)
+	}
+	wantStatus(t, sp, "rtr", v1beta1.ReasonBFDNeedsL3mdevAccept)
+	if out, err := n1.In("sysctl", "-qw", "net.ipv4.udp_l3mdev_accept=1"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
 	start := time.Now()
 	must(t, sp.SetPeers(p))
 	ctx := ctxT(t, 20*time.Second)

@@ -59,11 +59,12 @@ const ConditionPeersConfigured = "PeersConfigured"
 // Reasons of a False PeersConfigured condition (and of a session's
 // Reason).
 const (
-	ReasonVRFNotFound         = "VRFNotFound"
-	ReasonInterfaceNotFound   = "InterfaceNotFound"
-	ReasonNoLinkLocalNeighbor = "NoLinkLocalNeighbor"
-	ReasonPeerConfigError     = "PeerConfigError"
-	ReasonAllPeersConfigured  = "AllPeersConfigured"
+	ReasonVRFNotFound          = "VRFNotFound"
+	ReasonInterfaceNotFound    = "InterfaceNotFound"
+	ReasonNoLinkLocalNeighbor  = "NoLinkLocalNeighbor"
+	ReasonBFDNeedsL3mdevAccept = "BFDNeedsL3mdevAccept"
+	ReasonPeerConfigError      = "PeerConfigError"
+	ReasonAllPeersConfigured   = "AllPeersConfigured"
 )
 
 // BGPSessionStatus is one session from this node.
@@ -92,7 +93,8 @@ type BGPSessionStatus struct {
 	// +optional
 	Error string `json:"error,omitempty"`
 	// Reason is Error's cause in one CamelCase word (VRFNotFound,
-	// InterfaceNotFound, NoLinkLocalNeighbor, PeerConfigError).
+	// InterfaceNotFound, NoLinkLocalNeighbor, BFDNeedsL3mdevAccept,
+	// PeerConfigError).
 	// +optional
 	Reason string `json:"reason,omitempty"`
 }
