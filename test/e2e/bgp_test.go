@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -219,6 +220,29 @@ func TestBGPEndToEnd(t *testing.T) {
 	cl.waitNodeStatus("node1", func(st v1beta1.BGPNodeStatusStatus) bool {
 		return st.Established == 1 && st.Prefixes == 1 && len(st.Peers) == 1 &&
 			st.Peers[0].State == "established" && st.Peers[0].PrefixesSent == 1 && st.Peers[0].Since != nil
+	})
+
+	// A peer in a VRF node1 lacks: node1 says so in its status, by
+	// condition and session, and its working session stays up (checked
+	// with the others below); deleting the peer clears the condition.
+	ghost := &v1beta1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "ghost"}, Spec: v1beta1.BGPPeerSpec{
+		MyASN: nodeASN, PeerASN: routerASN, PeerAddress: "198.18.0.250", VRF: "fabric",
+		NodeSelectors: []metav1.LabelSelector{{MatchLabels: map[string]string{"kubernetes.io/hostname": "node1"}}},
+	}}
+	if err := cl.c.Create(cl.ctx, ghost); err != nil {
+		t.Fatal(err)
+	}
+	cl.waitNodeStatus("node1", func(st v1beta1.BGPNodeStatusStatus) bool {
+		c := meta.FindStatusCondition(st.Conditions, v1beta1.ConditionPeersConfigured)
+		return st.Established == 1 && c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1beta1.ReasonVRFNotFound &&
+			strings.Contains(c.Message, "node node1") && strings.Contains(c.Message, `peer "ghost": VRF "fabric" does not exist`)
+	})
+	if err := cl.c.Delete(cl.ctx, ghost); err != nil {
+		t.Fatal(err)
+	}
+	cl.waitNodeStatus("node1", func(st v1beta1.BGPNodeStatusStatus) bool {
+		c := meta.FindStatusCondition(st.Conditions, v1beta1.ConditionPeersConfigured)
+		return st.Established == 1 && len(st.Peers) == 1 && c != nil && c.Status == metav1.ConditionTrue
 	})
 
 	// externalTrafficPolicy Local: only the endpoint's node.
