@@ -2,7 +2,7 @@
 // Debian kernel under QEMU, for the tests that need a kernel feature the
 // build machines' own kernel lacks (VRF devices). It loads the 9p modules
 // from its initramfs, mounts this machine's root file system read-only
-// over virtio-9p (with tmpfs where tests write), loads the kernel modules
+// over virtio-9p (with tmpfs where tests write: TMPDIR is /run/tmp), loads the kernel modules
 // the tests ask for, runs the test binary there and powers off. The line
 // "ironlb-vm: exit N" tells the host how the test ended.
 package main
@@ -65,7 +65,13 @@ func run() error {
 	if err := mount("root", "/root", "9p", unix.MS_RDONLY, "trans=virtio,version=9p2000.L,msize=1048576,cache=loose"); err != nil {
 		return err
 	}
-	for _, d := range []string{"/root/tmp", "/root/run", "/root/var/tmp"} {
+	// Writable places for the tests, over the read-only root; /tmp only
+	// when the checkout is not below it (a clone in /tmp would vanish).
+	scratch := []string{"/root/run", "/root/var/tmp"}
+	if !strings.HasPrefix(opts["dir"], "/tmp/") && !strings.HasPrefix(opts["run"], "/tmp/") {
+		scratch = append(scratch, "/root/tmp")
+	}
+	for _, d := range scratch {
 		if err := mount("tmpfs", d, "tmpfs", 0, "mode=1777"); err != nil {
 			return err
 		}
@@ -98,7 +104,10 @@ func run() error {
 	cmd := exec.Command(opts["run"], strings.Split(opts["args"], ",")...)
 	cmd.Dir = opts["dir"]
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp", "TMPDIR=/tmp"}
+	if err := os.MkdirAll("/run/tmp", 0o1777); err != nil {
+		return err
+	}
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/run/tmp", "TMPDIR=/run/tmp"}
 	lastExit = cmd.Run()
 	return lastExit
 }
