@@ -17,7 +17,9 @@ if ! command -v qemu-system-x86_64 >/dev/null || ! command -v cpio >/dev/null; t
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 cpio >/dev/null
 fi
-kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}'; }
+kpkg=$(kernel_pkg)
+[ -n "$kpkg" ] || { apt-get update -qq; kpkg=$(kernel_pkg); }
 test -n "$kpkg" || { echo "vm-test: Debian offers no linux-image-amd64 here" >&2; exit 1; }
 kver=${kpkg#linux-image-}
 if [ ! -e "$vm/kernel/boot/vmlinuz-$kver" ]; then
