@@ -85,7 +85,7 @@ test: deps k8s-binaries helm lint build image
 	$(GO) test -count=1 -timeout 20m -v -run '^TestLab$$' ./lab
 	$(GO) run ./lab -oneshot -processes
 	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/lab$$')
-	hack/vm-test.sh bgp '^TestVRF$$'
+	$(MAKE) test-vm
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzOperations -fuzztime 5000x ./ipam
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzARPPacket -fuzztime 100000x ./l2
 	$(GO) test -count=1 -run '^$$' -fuzz FuzzNDP -fuzztime 100000x ./l2
@@ -167,6 +167,7 @@ IMAGE ?= ghcr.io/ironlb/ironlb:$(VERSION)
 IMAGE_ARCHES := amd64 arm64
 image: deps
 	for arch in $(IMAGE_ARCHES); do \
+		rm -rf bin/image/linux_$$arch; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags '$(BUILD_TAGS)' -trimpath -ldflags '$(LDFLAGS)' -o bin/image/linux_$$arch/ ./cmd/controller ./cmd/speaker || exit 1; \
 	done
 	cd hack/tools/image && GOWORK=off $(GO) run -mod=readonly . -root $(CURDIR) -bin $(CURDIR)/bin/image -out $(CURDIR)/bin/image \

@@ -29,9 +29,9 @@ func (e *PeerError) Error() string { return fmt.Sprintf("peer %q: %v", e.Peer, e
 func (e *PeerError) Unwrap() error { return e.Err }
 
 // solicitWait is how long a first look for an unnumbered router waits
-// for the answers to its echo request: the router's neighbour
-// solicitation for us (which is how the kernel learns the router) comes
-// within a round trip.
+// for the answer to its router solicitation: the router's advertisement
+// (which puts it into the kernel's neighbour table) comes within a round
+// trip.
 const solicitWait = 500 * time.Millisecond
 
 // prepare checks what the session needs of the node before GoBGP gets it

@@ -218,14 +218,14 @@ func (s *Speaker) syncPeers(ctx context.Context) error {
 		p, err := prepare(ctx, s.desired[name])
 		var pe *PeerError
 		if old, running := s.peers[name]; running && errors.As(err, &pe) && pe.Reason == v1beta1.ReasonNoLinkLocalNeighbor {
-			if q := old; q.Address.IsValid() {
-				q.Address = netip.Addr{}
-				if q.Equal(s.desired[name]) {
-					// The router's entry left the neighbour table while
-					// the session runs: the session knows better.
-					ready[name] = old
-					continue
-				}
+			// The router's entry left the neighbour table while the
+			// session runs: the session knows better, unless the peer
+			// itself changed.
+			q := old
+			q.Address = p.Address // the one prepare could not find
+			if q.Equal(p) {
+				ready[name] = old
+				continue
 			}
 		}
 		if err != nil {

@@ -113,8 +113,9 @@ func TestUnnumberedECMP(t *testing.T) {
 	wantStatus(t, sps[0], "tor", v1beta1.ReasonInterfaceNotFound)
 
 	var lls []netip.Addr
-	for i, h := range l.nodes {
-		if err := l.net.AddP2P("rtr", fmt.Sprintf("n%d", i+1), h.Name[len(nsPrefix):], uplink); err != nil {
+	for i := range l.nodes {
+		name := fmt.Sprintf("n%d", i+1) // the node's name in the lab, and the router's link to it
+		if err := l.net.AddP2P("rtr", name, name, uplink); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/ironlb/ironlb/config"
 	"github.com/ironlb/ironlb/config/v1beta1"
 	"github.com/ironlb/ironlb/speaker/announce"
-	"github.com/ironlb/ironlb/speaker/core"
 )
 
 // ServiceStatus is one Service's load balancing.
@@ -105,10 +104,10 @@ func (v *View) ServiceStatus(s *corev1.Service) ServiceStatus {
 			a.Pool = info.Pools[k]
 		}
 		if v.covered(announce.L2, info, k) {
-			a.Layer2 = v.layer2(v.Plans, info, ip)
+			a.Layer2 = v.layer2(info, ip)
 		}
 		if v.covered(announce.BGP, info, k) {
-			a.BGP = v.bgp(v.Plans, info, ip)
+			a.BGP = v.bgp(info, ip)
 		}
 		st.Addresses = append(st.Addresses, a)
 	}
@@ -124,7 +123,8 @@ func (v *View) info(s *corev1.Service) (announce.ServiceInfo, bool) {
 	return v.Plans.Infos[i], true
 }
 
-func (v *View) layer2(p core.Plans, info announce.ServiceInfo, ip netip.Addr) *ProtocolStatus {
+func (v *View) layer2(info announce.ServiceInfo, ip netip.Addr) *ProtocolStatus {
+	p := v.Plans
 	ps := &ProtocolStatus{Announcing: []string{}}
 	if a, ok := p.L2.Addresses[ip]; ok {
 		ps.Announcing, ps.Interfaces = []string{a.Node}, a.Interfaces
@@ -135,7 +135,8 @@ func (v *View) layer2(p core.Plans, info announce.ServiceInfo, ip netip.Addr) *P
 	return ps
 }
 
-func (v *View) bgp(p core.Plans, info announce.ServiceInfo, ip netip.Addr) *ProtocolStatus {
+func (v *View) bgp(info announce.ServiceInfo, ip netip.Addr) *ProtocolStatus {
+	p := v.Plans
 	ps := &ProtocolStatus{Announcing: []string{}}
 	if a, ok := p.BGP.Addresses[ip]; ok {
 		ps.Announcing = a.Nodes

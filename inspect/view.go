@@ -51,6 +51,7 @@ type View struct {
 	Plans    core.Plans
 	why      *announce.Explainer // over Plans, made on first need
 	infos    map[string]int      // Plans.Infos by Service key
+	nodes    []string            // the Nodes' names, sorted
 	// Notes are caveats that apply to every report made from the view.
 	Notes []string
 }
@@ -77,6 +78,10 @@ func NewView(c *Cluster) *View {
 	for i, in := range v.Plans.Infos {
 		v.infos[in.Key] = i
 	}
+	for _, n := range c.Nodes {
+		v.nodes = append(v.nodes, n.Name)
+	}
+	sort.Strings(v.nodes)
 	return v
 }
 
@@ -104,16 +109,6 @@ func (v *View) service(ns, name string) *corev1.Service {
 	return nil
 }
 
-// nodeNames lists the Nodes' names, sorted.
-func (v *View) nodeNames() []string {
-	out := make([]string, 0, len(v.c.Nodes))
-	for _, n := range v.c.Nodes {
-		out = append(out, n.Name)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // covered tells whether an advertisement of proto covers info's k-th
 // address.
 func (v *View) covered(proto announce.Protocol, info announce.ServiceInfo, k int) bool {
@@ -127,7 +122,7 @@ func (v *View) covered(proto announce.Protocol, info announce.ServiceInfo, k int
 // explain gives every node but those announcing ip over proto its reason.
 func (v *View) explain(proto announce.Protocol, ip netip.Addr, announcing []string) []NodeReason {
 	var out []NodeReason
-	for _, n := range v.nodeNames() {
+	for _, n := range v.nodes {
 		if slices.Contains(announcing, n) {
 			continue
 		}

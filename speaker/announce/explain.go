@@ -18,7 +18,7 @@ const (
 	BGP Protocol = "bgp"
 )
 
-// Why a node does not announce an address, as Explain says.
+// Why a node does not announce an address, as Explainer.Why says.
 const (
 	WhyNodeNotReady       = "NodeNotReady"
 	WhySpeakerDown        = "SpeakerNotRunning"

@@ -11,7 +11,7 @@ import (
 )
 
 // TestExplain checks that every node the plans leave out gets the rule
-// that left it out, and that nodes the plans chose get none: Explain must
+// that left it out, and that nodes the plans chose get none: Why must
 // agree with PlanL2 and PlanBGP, which decide.
 func TestExplain(t *testing.T) {
 	zoneY := []metav1.LabelSelector{{MatchLabels: map[string]string{"zone": "y"}}}
@@ -38,6 +38,7 @@ func TestExplain(t *testing.T) {
 		t.Fatalf("layer-2 owner %q, want one of the healthy nodes", owner)
 	}
 	other := map[string]string{"x1": "y1", "y1": "x1"}[owner]
+	why := NewExplainer(cfg, nodes, svcs, l2, bgp)
 
 	for _, tc := range []struct {
 		proto Protocol
@@ -62,7 +63,7 @@ func TestExplain(t *testing.T) {
 		{BGP, localIP, "y4", WhyCordoned},
 		{BGP, localIP, "x1", WhyNotSelected},
 	} {
-		if got := NewExplainer(cfg, nodes, svcs, l2, bgp).Why(tc.proto, tc.ip, tc.node); got != tc.want {
+		if got := why.Why(tc.proto, tc.ip, tc.node); got != tc.want {
 			t.Errorf("%s %s on %s: %q, want %q", tc.proto, tc.ip, tc.node, got, tc.want)
 		}
 	}
@@ -78,6 +79,7 @@ func TestExplain(t *testing.T) {
 			{Key: "ns/c", IPs: []netip.Addr{localIP}, Pools: []string{"b"}, Local: true, EndpointNodes: map[string]bool{"y1": true}},
 		}
 		l2, bgp := PlanL2(cfg, nodes, svcs), PlanBGP(cfg, nodes, svcs)
+		why := NewExplainer(cfg, nodes, svcs, l2, bgp)
 		for _, tc := range []struct {
 			ip   netip.Addr
 			node string
@@ -87,7 +89,7 @@ func TestExplain(t *testing.T) {
 			{shared, "y5", WhySharedElsewhere},
 			{localIP, "y5", WhyNoLocalEndpoint},
 		} {
-			if got := NewExplainer(cfg, nodes, svcs, l2, bgp).Why(BGP, tc.ip, tc.node); got != tc.want {
+			if got := why.Why(BGP, tc.ip, tc.node); got != tc.want {
 				t.Errorf("%s on %s: %q, want %q", tc.ip, tc.node, got, tc.want)
 			}
 		}

@@ -15,10 +15,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -87,7 +89,7 @@ func build(root, bin, out, tag, ca, version, revision string, epoch time.Time) e
 		if err != nil {
 			return err
 		}
-		licences, err := licencesOf(root, arch)
+		licences, err := licencesOf(root, arch, binaries)
 		if err != nil {
 			return err
 		}
@@ -198,9 +200,14 @@ func binariesOf(dir string) (map[string]string, error) {
 }
 
 // licencesOf maps /licenses/MODULE/FILE to the licence texts of Go and of
-// every module linked into the binaries of one platform.
-func licencesOf(root, arch string) (map[string]string, error) {
-	cmd := exec.Command("go", "list", "-deps", "-tags", "grpcnotrace", "-f", "{{with .Module}}{{.Path}} {{.Dir}}{{end}}", "./cmd/controller", "./cmd/speaker")
+// every module linked into the binaries of one platform (/NAME, built
+// from ./cmd/NAME), so the licences follow what the image carries.
+func licencesOf(root, arch string, binaries map[string]string) (map[string]string, error) {
+	args := []string{"list", "-deps", "-tags", "grpcnotrace", "-f", "{{with .Module}}{{.Path}} {{.Dir}}{{end}}"}
+	for _, b := range slices.Sorted(maps.Keys(binaries)) {
+		args = append(args, "./cmd"+b)
+	}
+	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+arch, "CGO_ENABLED=0")
 	var stderr bytes.Buffer

@@ -10,6 +10,7 @@ package main
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,22 +21,19 @@ import (
 )
 
 func main() {
-	code := 1
+	code := 0
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "ironlb-vm: %v\n", err)
-	} else {
-		code = 0
-	}
-	if ee, ok := lastExit.(*exec.ExitError); ok {
-		code = ee.ExitCode()
+		code = 1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode() // the test binary's own
+		}
 	}
 	fmt.Printf("ironlb-vm: exit %d\n", code)
 	unix.Sync()
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 }
-
-// lastExit is the test binary's exit error, if it failed.
-var lastExit error
 
 // run reads its orders from the kernel command line:
 // ironlb.modules=a,b (modules to load from the shared root),
@@ -108,16 +106,14 @@ func run() error {
 		return err
 	}
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/run/tmp", "TMPDIR=/run/tmp"}
-	lastExit = cmd.Run()
-	return lastExit
+	return cmd.Run()
 }
 
 func mount(src, dst, typ string, flags uintptr, data string) error {
-	if err := os.MkdirAll(dst, 0o755); err != nil && !os.IsExist(err) {
-		// A read-only root holds the mount points already.
-		if _, serr := os.Stat(dst); serr != nil {
-			return err
-		}
+	// On the read-only root the mount points exist, and MkdirAll writes
+	// nothing.
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
 	}
 	if err := unix.Mount(src, dst, typ, flags, data); err != nil {
 		return fmt.Errorf("mount %s on %s: %w", typ, dst, err)
